@@ -1,0 +1,72 @@
+"""Provider deployment: a thin Serve shell around one adapter.
+
+Errors travel back to the ingress as values (a ``ProviderError`` returned, or yielded as the last
+item of a stream) rather than as exceptions, so that they cross the process boundary unchanged
+instead of wrapped in Ray's task errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from ray import serve
+
+from deployments.providers.base import Completion, ProviderRequest, StreamDelta
+from deployments.providers.registry import make_adapter
+from serve_app.config import FusionConfig
+from serve_app.errors import ProviderError
+
+logger = logging.getLogger("ray.serve")
+
+
+class ProviderCore:
+    """Plain-Python part: the adapter, and errors turned into values."""
+
+    def __init__(self, provider: str, config: FusionConfig) -> None:
+        spec = config.providers[provider]
+        endpoint = spec.endpoint(config.emulator_url(), os.environ)
+        self.provider = provider
+        self.emulated = endpoint.emulated
+        self.adapter = make_adapter(provider, spec.kind, endpoint)
+        where = f"the provider emulator at {endpoint.base_url}" if endpoint.emulated else "the live API"
+        logger.info(
+            "provider %s (%s): %s is %s; serving from %s",
+            provider,
+            spec.kind,
+            spec.api_key_env,
+            "set" if not endpoint.emulated else "not set",
+            where,
+        )
+
+    async def complete(self, request: ProviderRequest) -> Completion | ProviderError:
+        try:
+            return await self.adapter.complete(request)
+        except ProviderError as exc:
+            return exc
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | ProviderError]:
+        try:
+            async for delta in self.adapter.stream(request):
+                yield delta
+        except ProviderError as exc:
+            yield exc
+
+
+@serve.deployment
+class ProviderDeployment:
+    def __init__(self, provider: str, config: FusionConfig) -> None:
+        self.core = ProviderCore(provider, config)
+
+    async def complete(self, request: ProviderRequest) -> Completion | ProviderError:
+        return await self.core.complete(request)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | ProviderError]:
+        async for item in self.core.stream(request):
+            yield item
+
+    def check_health(self) -> None:
+        """Serve's replica health check: the adapter exists (provider health is the router's concern)."""
+        if self.core.adapter is None:
+            raise RuntimeError("adapter not initialised")

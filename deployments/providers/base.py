@@ -1,0 +1,104 @@
+"""The provider interface: what the router hands an adapter and what it gets back.
+
+Each adapter module (anthropic_adapter, openai_adapter, google_adapter) is the only module that
+imports its SDK. It turns a ``ProviderRequest`` into the SDK call, the SDK's answer into a
+``Completion`` or a stream of ``StreamDelta``, and the SDK's exceptions into
+``serve_app.errors.ProviderError`` subclasses. SDK retries are always off: the router owns them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    model: str  # the provider's own model ID
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+
+    def system_text(self) -> str | None:
+        parts = [m.content for m in self.messages if m.role == "system"]
+        return "\n\n".join(parts) if parts else None
+
+    def dialogue(self) -> list[ChatMessage]:
+        return [m for m in self.messages if m.role != "system"]
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    provider_model: str = ""
+
+
+@dataclass
+class StreamDelta:
+    """One step of a stream: text, and/or the finish reason, and/or the final usage."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how an adapter reaches its provider."""
+
+    base_url: str | None
+    api_key: str
+    emulated: bool
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 30.0
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+class ProviderAdapter(Protocol):
+    provider: str
+
+    async def complete(self, request: ProviderRequest) -> Completion: ...
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def map_finish_reason(raw: str | None) -> FinishReason:
+    """Normalise provider finish/stop reasons to OpenAI's vocabulary."""
+    if raw is None:
+        return "stop"
+    value = raw.lower()
+    if value in ("length", "max_tokens", "model_context_window_exceeded"):
+        return "length"
+    if value in ("content_filter", "safety", "refusal", "recitation", "blocklist", "prohibited_content"):
+        return "content_filter"
+    return "stop"

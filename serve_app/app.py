@@ -1,0 +1,73 @@
+"""``build_app``: the only place the deployment graph is bound.
+
+serve run serve_app/serve_config.yaml      (import_path: serve_app.app:build_app)
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+from deployments.classifier import ClassifierDeployment
+from deployments.provider import ProviderDeployment
+from serve_app.config import EmulatorConfig, FusionConfig, load_config
+from serve_app.ingress import Ingress
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application (the ``args`` of the Serve config file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_path: str | None = None  # None: $FUSION_CONFIG or the packaged default_config.yaml
+    emulator_url: str | None = None  # overrides the config's emulator.url
+
+
+def _deployment(obj: object) -> Deployment:
+    """The Serve deployment behind a decorated class (typed for mypy)."""
+    assert isinstance(obj, Deployment)
+    return obj
+
+
+def bind_graph(config: FusionConfig) -> Application:
+    d = config.deployments
+    classifier = (
+        _deployment(ClassifierDeployment)
+        .options(
+            num_replicas=d.classifier.num_replicas,
+            max_ongoing_requests=d.classifier.max_ongoing_requests,
+            ray_actor_options={"num_cpus": d.classifier.num_cpus},
+        )
+        .bind(d.classifier)
+    )
+    used = sorted({m.provider for m in config.models.values()})
+    providers = {
+        name: _deployment(ProviderDeployment)
+        .options(
+            name=f"Provider_{name}",
+            num_replicas=d.provider.num_replicas,
+            max_ongoing_requests=d.provider.max_ongoing_requests,
+            ray_actor_options={"num_cpus": d.provider.num_cpus},
+        )
+        .bind(name, config)
+        for name in used
+    }
+    return (
+        _deployment(Ingress)
+        .options(
+            num_replicas=d.ingress.num_replicas,
+            max_ongoing_requests=d.ingress.max_ongoing_requests,
+            ray_actor_options={"num_cpus": d.ingress.num_cpus},
+        )
+        .bind(config, classifier, providers)
+    )
+
+
+def build_app(args: AppArgs) -> Application:
+    if isinstance(args, dict):  # serve passes a dict when the builder is called directly
+        args = AppArgs.model_validate(args)
+    config = load_config(args.config_path)
+    if args.emulator_url:
+        config = config.model_copy(update={"emulator": EmulatorConfig(url=args.emulator_url)})
+    return bind_graph(config)

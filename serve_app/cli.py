@@ -1,0 +1,154 @@
+"""``fusion-router``: run the router, run the provider emulator, check a configuration."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serve_app.config import ConfigError, FusionConfig, load_config
+
+cli = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Fusion Router: a multi-provider LLM router."
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config (default: $FUSION_CONFIG or the packaged one)"),
+]
+
+
+def _load(config_path: Path | None) -> FusionConfig:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _emulated(config: FusionConfig) -> list[str]:
+    used = {m.provider for m in config.models.values()}
+    return sorted(p for p in used if not os.environ.get(config.providers[p].api_key_env))
+
+
+@cli.command()
+def check_config(config_path: ConfigOption = None) -> None:
+    """Validate a configuration and print what it routes to."""
+    config = _load(config_path)
+    for task, row in config.routing.table.items():
+        typer.echo(
+            f"{task.value:17} primary={row.primary} fallback={row.fallback} "
+            f"cost_sensitive={row.cost_sensitive}"
+        )
+    emulated = _emulated(config)
+    typer.echo(f"providers without a key (served by the emulator): {', '.join(emulated) or 'none'}")
+
+
+@cli.command()
+def emulator(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8100,
+    latency_scale: Annotated[float, typer.Option(help="multiplies every emulated delay (0 = instant)")] = 1.0,
+) -> None:
+    """Run the provider emulator (OpenAI, Anthropic and Gemini wire protocols) in the foreground."""
+    from serve_app.emulator.server import serve_forever
+
+    typer.echo(
+        f"provider emulator on http://{host}:{port} (latency x{latency_scale}); admin API under /admin"
+    )
+    serve_forever(host, port, latency_scale)
+
+
+@cli.command()
+def run(
+    config_path: ConfigOption = None,
+    emulator_port: Annotated[
+        int, typer.Option(help="port of the emulator started for providers without keys")
+    ] = 8100,
+    latency_scale: Annotated[float, typer.Option(help="emulator delay multiplier")] = 1.0,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray (default: all)")] = None,
+) -> None:
+    """Start a local Ray, the provider emulator (for providers without API keys) and the router."""
+    config = _load(config_path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    emulated = _emulated(config)
+    emulator_proc: subprocess.Popen[bytes] | None = None
+    emulator_url = config.emulator_url()
+    if emulated:
+        emulator_url = f"http://127.0.0.1:{emulator_port}"
+        typer.echo(
+            f"No API key for: {', '.join(emulated)}. These providers are served by the built-in "
+            f"provider emulator at {emulator_url}."
+        )
+        emulator_proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serve_app.cli",
+                "emulator",
+                "--port",
+                str(emulator_port),
+                "--latency-scale",
+                str(latency_scale),
+            ],
+        )
+        from serve_app.emulator.server import wait_healthy
+
+        wait_healthy(emulator_url, 30)
+    os.environ["FUSION_EMULATOR_URL"] = emulator_url
+
+    import ray
+    from ray import serve
+
+    from serve_app.app import AppArgs, build_app
+
+    try:
+        ctx = ray.init(num_cpus=num_cpus, include_dashboard=None, logging_level=logging.WARNING)
+        serve.start(http_options={"host": config.server.host, "port": config.server.port})
+        serve.run(
+            build_app(
+                AppArgs(config_path=str(config_path) if config_path else None, emulator_url=emulator_url)
+            ),
+            name="fusion",
+            route_prefix="/",
+        )
+        base = f"http://{config.server.host}:{config.server.port}"
+        typer.echo(f'Fusion Router is serving on {base}/v1 (OpenAI-compatible; try model "auto").')
+        typer.echo(f"Ray dashboard: {ctx.dashboard_url or 'not available'}. Ctrl-C stops.")
+        stop = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.echo("shutting down")
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            if emulator_proc is not None:
+                emulator_proc.terminate()
+                emulator_proc.wait(timeout=10)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

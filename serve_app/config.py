@@ -1,0 +1,194 @@
+"""Configuration: pydantic models loaded from one YAML file and checked at start-up.
+
+``load_config()`` reads ``$FUSION_CONFIG`` or the packaged ``default_config.yaml``. Every model
+forbids unknown keys; a bad file raises ``ConfigError`` whose message names each bad field by its
+dotted path. Secrets are never in the file: a provider names the environment variable of its key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deployments.providers.base import Endpoint
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
+
+
+class TaskType(StrEnum):
+    coding = "coding"
+    creative_writing = "creative_writing"
+    analysis = "analysis"
+    simple_queries = "simple_queries"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class EmulatorConfig(_Strict):
+    url: str = "http://127.0.0.1:8100"
+
+
+ProviderKind = Literal["anthropic", "openai", "google", "openai_compatible"]
+
+# Where each wire protocol lives on the emulator.
+_EMULATOR_PATHS: dict[str, str] = {
+    "anthropic": "/anthropic",
+    "openai": "/openai/v1",
+    "openai_compatible": "/openai/v1",
+    "google": "/google",
+}
+
+
+class ProviderConfig(_Strict):
+    kind: ProviderKind
+    api_key_env: str = Field(
+        pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the variable holding the key"
+    )
+    base_url: str | None = None
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+
+    def endpoint(self, emulator_url: str, environ: Mapping[str, str]) -> Endpoint:
+        """The real provider when its key is set, the emulator otherwise."""
+        key = environ.get(self.api_key_env, "")
+        if key:
+            base_url, emulated = self.base_url, False
+        else:
+            base_url, key, emulated = emulator_url.rstrip("/") + _EMULATOR_PATHS[self.kind], "emulator", True
+        return Endpoint(
+            base_url=base_url,
+            api_key=key,
+            emulated=emulated,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+        )
+
+
+class ModelPrice(_Strict):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ModelConfig(_Strict):
+    provider: str
+    provider_model: str | None = Field(default=None, description="the provider's ID; defaults to the name")
+    price: ModelPrice | None = Field(default=None, description="only for models genai-prices cannot price")
+
+
+class RouteRow(_Strict):
+    primary: str
+    fallback: str
+    cost_sensitive: str
+
+
+class RoutingConfig(_Strict):
+    default_policy: Literal["auto", "auto:cost", "auto:quality"] = "auto"
+    complexity_threshold: dict[TaskType, float]
+    first_token_timeout_s: float = Field(default=15.0, gt=0)
+    table: dict[TaskType, RouteRow]
+
+    @field_validator("table", "complexity_threshold")
+    @classmethod
+    def _every_task_type(cls, value: dict[TaskType, Any]) -> dict[TaskType, Any]:
+        missing = [t.value for t in TaskType if t not in value]
+        if missing:
+            raise ValueError(f"missing task types: {', '.join(missing)}")
+        return value
+
+    @field_validator("complexity_threshold")
+    @classmethod
+    def _in_unit_interval(cls, value: dict[TaskType, float]) -> dict[TaskType, float]:
+        bad = [t.value for t, v in value.items() if not 0.0 <= v <= 1.0]
+        if bad:
+            raise ValueError(f"thresholds must lie in [0, 1]: {', '.join(bad)}")
+        return value
+
+
+class DeploymentOptions(_Strict):
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0.1, ge=0)
+    max_ongoing_requests: int = Field(default=256, ge=1)
+
+
+class ClassifierOptions(DeploymentOptions):
+    max_batch_size: int = Field(default=32, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0)
+
+
+class DeploymentsConfig(_Strict):
+    ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.5)
+    classifier: ClassifierOptions = ClassifierOptions()
+    provider: DeploymentOptions = DeploymentOptions(max_ongoing_requests=512)
+
+
+class FusionConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    emulator: EmulatorConfig = EmulatorConfig()
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    routing: RoutingConfig
+    deployments: DeploymentsConfig = DeploymentsConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> FusionConfig:
+        problems: list[str] = []
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+        for task, row in self.routing.table.items():
+            for slot in ("primary", "fallback", "cost_sensitive"):
+                ref = getattr(row, slot)
+                if ref not in self.models:
+                    problems.append(f"routing.table.{task.value}.{slot}: unknown model {ref!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def provider_model(self, name: str) -> str:
+        model = self.models[name]
+        return model.provider_model or name
+
+    def emulator_url(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return env.get("FUSION_EMULATOR_URL") or self.emulator.url
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, not YAML, or fails validation; the message names each field."""
+
+
+def parse_config(data: Any, source: str = "<config>") -> FusionConfig:
+    try:
+        return FusionConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None) -> FusionConfig:
+    chosen = Path(path or os.environ.get("FUSION_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        data = yaml.safe_load(chosen.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {chosen}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {chosen} is not valid YAML: {exc}") from None
+    return parse_config(data, str(chosen))

@@ -1,0 +1,135 @@
+"""Text, token counts and timing of emulated answers.
+
+Tokens are counted with one rule on both sides (prompt and answer): a word, a number or a single
+punctuation mark is one token. It is not any vendor's BPE, but usage reported for the answer is
+exactly the number of tokens the emulator emitted, and the prompt count is the same rule applied
+to the text it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+_VOCAB = (
+    "the router picks a model for each request based on task type and complexity while keeping "
+    "cost low and latency small so that every answer arrives quickly with the quality it needs "
+    "providers fail sometimes and the gateway moves to the next candidate without dropping work "
+    "streams carry tokens one by one and budgets settle after each call"
+).split()
+
+
+def count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+class LatencyProfile(BaseModel):
+    """How fast one emulated model answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttft_ms: float = Field(default=300.0, ge=0, description="time to first token")
+    tokens_per_s: float = Field(default=80.0, gt=0, description="decode speed after the first token")
+    reply_tokens: int = Field(default=40, ge=1, description="answer length when max_tokens does not cut it")
+
+
+# Rough public figures for each family (time to first token, decode speed); the run mode uses them
+# so that the offline router feels like the real thing. Tests scale them down.
+DEFAULT_PROFILES: dict[str, LatencyProfile] = {
+    "claude-opus-4-5": LatencyProfile(ttft_ms=900, tokens_per_s=45),
+    "claude-sonnet-4-5": LatencyProfile(ttft_ms=600, tokens_per_s=70),
+    "claude-haiku-4-5": LatencyProfile(ttft_ms=350, tokens_per_s=140),
+    "gpt-4.1": LatencyProfile(ttft_ms=500, tokens_per_s=80),
+    "gpt-4o-mini": LatencyProfile(ttft_ms=300, tokens_per_s=120),
+    "gemini-2.5-pro": LatencyProfile(ttft_ms=800, tokens_per_s=90),
+    "meta-llama/Llama-3.3-70B-Instruct": LatencyProfile(ttft_ms=250, tokens_per_s=60),
+    "meta-llama/Llama-3.1-8B-Instruct": LatencyProfile(ttft_ms=120, tokens_per_s=150),
+}
+FALLBACK_PROFILE = LatencyProfile()
+
+
+@dataclass
+class Answer:
+    tokens: list[str]  # each already carries its leading space
+    finish_reason: str  # "stop" or "length"
+    prompt_tokens: int
+    stop_sequence: str | None = None  # the stop sequence that ended the answer, if one did
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.tokens)
+
+
+def compose_answer(
+    model: str,
+    prompt_text: str,
+    *,
+    profile: LatencyProfile,
+    max_tokens: int | None,
+    stop: list[str] | None,
+) -> Answer:
+    """A deterministic answer for (model, prompt), honouring max_tokens and stop sequences."""
+    seed = int.from_bytes(
+        hashlib.blake2b(f"{model}\x00{prompt_text}".encode(), digest_size=8).digest(), "big"
+    )
+    rng = random.Random(seed)
+    want = profile.reply_tokens
+    finish = "stop"
+    if max_tokens is not None and max_tokens < want:
+        want, finish = max_tokens, "length"
+    words = [f"[{model}]"] + [rng.choice(_VOCAB) for _ in range(max(0, want - 1))]
+    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)][:want]
+    matched: str | None = None
+    if stop:
+        text = ""
+        for i, tok in enumerate(tokens):
+            candidate = text + tok
+            hits = [(candidate.find(s), s) for s in stop if s and s in candidate]
+            if hits:
+                at, matched = min(hits)
+                kept = candidate[:at]
+                # keep the whole tokens before the stop sequence and the part of this one before it
+                tokens = tokens[:i] + ([kept[len(text) :]] if len(kept) > len(text) else [])
+                finish = "stop"
+                break
+            text = candidate
+    return Answer(
+        tokens=tokens, finish_reason=finish, prompt_tokens=count_tokens(prompt_text), stop_sequence=matched
+    )
+
+
+class Pacer:
+    """Sleeps so that token i is released at ttft + i / tokens_per_s after the request started."""
+
+    def __init__(self, profile: LatencyProfile, scale: float) -> None:
+        self._start = time.monotonic()
+        self._ttft = profile.ttft_ms / 1000.0 * scale
+        self._per_token = (1.0 / profile.tokens_per_s) * scale
+
+    async def until_token(self, index: int) -> None:
+        due = self._start + self._ttft + index * self._per_token
+        delay = due - time.monotonic()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+
+    async def until_done(self, n_tokens: int) -> None:
+        await self.until_token(max(0, n_tokens - 1))
+
+
+async def paced(answer: Answer, pacer: Pacer) -> AsyncIterator[tuple[int, str]]:
+    for i, tok in enumerate(answer.tokens):
+        await pacer.until_token(i)
+        yield i, tok

@@ -1,0 +1,375 @@
+"""The three wire protocols the emulator speaks: request parsing, bodies, SSE frames, error formats."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Protocol
+
+from serve_app.emulator.engine import Answer
+
+
+class BadRequest(Exception):
+    """The body is not a valid request of this protocol."""
+
+
+class Parsed:
+    def __init__(
+        self,
+        model: str,
+        prompt_text: str,
+        *,
+        stream: bool,
+        max_tokens: int | None,
+        stop: list[str] | None,
+        include_usage: bool = False,
+    ) -> None:
+        self.model = model
+        self.prompt_text = prompt_text
+        self.stream = stream
+        self.max_tokens = max_tokens
+        self.stop = stop
+        self.include_usage = include_usage
+
+
+class WireProtocol(Protocol):
+    name: str
+    media_type: str
+
+    def parse(self, body: Any, model_from_path: str | None, stream_from_path: bool) -> Parsed: ...
+    def error_body(self, status: int, message: str) -> dict[str, Any]: ...
+    def full_body(self, p: Parsed, answer: Answer) -> dict[str, Any]: ...
+    def stream_head(self, p: Parsed, answer: Answer) -> list[str]: ...
+    def stream_token(self, p: Parsed, answer: Answer, index: int, token: str) -> str: ...
+    def stream_tail(self, p: Parsed, answer: Answer) -> list[str]: ...
+    def malformed_frame(self) -> str: ...
+
+
+def _sse(data: Any, event: str | None = None, sep: str = "\n\n") -> str:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}{sep}"
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def _stop_list(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return list(raw)
+    raise BadRequest("stop must be a string or a list of strings")
+
+
+def _int_or_none(raw: Any, name: str) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise BadRequest(f"{name} must be a positive integer")
+    return raw
+
+
+class OpenAIProtocol:
+    name = "openai"
+    media_type = "text/event-stream"
+
+    def parse(self, body: Any, model_from_path: str | None, stream_from_path: bool) -> Parsed:
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        model, messages = body.get("model"), body.get("messages")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("model is required")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages must be a non-empty array")
+        text = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+        max_tokens = _int_or_none(body.get("max_completion_tokens", body.get("max_tokens")), "max_tokens")
+        options = body.get("stream_options") or {}
+        return Parsed(
+            model,
+            text,
+            stream=bool(body.get("stream")),
+            max_tokens=max_tokens,
+            stop=_stop_list(body.get("stop")),
+            include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
+        )
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        kind = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
+        return {
+            "error": {
+                "message": message,
+                "type": kind.get(status, "server_error"),
+                "param": None,
+                "code": None,
+            }
+        }
+
+    def _usage(self, p: Parsed, answer: Answer) -> dict[str, Any]:
+        return {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
+
+    def _chunk(self, p: Parsed, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-emu",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": p.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    def full_body(self, p: Parsed, answer: Answer) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": p.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text},
+                    "finish_reason": answer.finish_reason,
+                }
+            ],
+            "usage": self._usage(p, answer),
+        }
+
+    def stream_head(self, p: Parsed, answer: Answer) -> list[str]:
+        return [_sse(self._chunk(p, {"role": "assistant", "content": ""}, None))]
+
+    def stream_token(self, p: Parsed, answer: Answer, index: int, token: str) -> str:
+        return _sse(self._chunk(p, {"content": token}, None))
+
+    def stream_tail(self, p: Parsed, answer: Answer) -> list[str]:
+        frames = [_sse(self._chunk(p, {}, answer.finish_reason))]
+        if p.include_usage:
+            usage_chunk = self._chunk(p, {}, None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = self._usage(p, answer)
+            frames.append(_sse(usage_chunk))
+        frames.append(_sse("[DONE]"))
+        return frames
+
+    def malformed_frame(self) -> str:
+        return 'data: {"id": "chatcmpl-emu", "choices": [{"delta": \n\n'
+
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+class AnthropicProtocol:
+    name = "anthropic"
+    media_type = "text/event-stream"
+
+    def parse(self, body: Any, model_from_path: str | None, stream_from_path: bool) -> Parsed:
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        model, messages = body.get("model"), body.get("messages")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("model: Field required")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages: at least one message is required")
+        max_tokens = _int_or_none(body.get("max_tokens"), "max_tokens")
+        if max_tokens is None:
+            raise BadRequest("max_tokens: Field required")
+        system = body.get("system")
+        texts = [_text_of(system)] if system else []
+        texts += [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+        return Parsed(
+            model,
+            "\n".join(texts),
+            stream=bool(body.get("stream")),
+            max_tokens=max_tokens,
+            stop=_stop_list(body.get("stop_sequences")),
+        )
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {"type": _ANTHROPIC_ERRORS.get(status, "api_error"), "message": message},
+        }
+
+    @staticmethod
+    def _stop_reason(answer: Answer, p: Parsed) -> str:
+        if answer.finish_reason == "length":
+            return "max_tokens"
+        return "stop_sequence" if answer.stop_sequence is not None else "end_turn"
+
+    def full_body(self, p: Parsed, answer: Answer) -> dict[str, Any]:
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": p.model,
+            "content": [{"type": "text", "text": answer.text}],
+            "stop_reason": self._stop_reason(answer, p),
+            "stop_sequence": answer.stop_sequence,
+            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens},
+        }
+
+    def stream_head(self, p: Parsed, answer: Answer) -> list[str]:
+        message: dict[str, Any] = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": p.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1},
+        }
+        return [
+            _sse({"type": "message_start", "message": message}, "message_start"),
+            _sse(
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                "content_block_start",
+            ),
+            _sse({"type": "ping"}, "ping"),
+        ]
+
+    def stream_token(self, p: Parsed, answer: Answer, index: int, token: str) -> str:
+        return _sse(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token}},
+            "content_block_delta",
+        )
+
+    def stream_tail(self, p: Parsed, answer: Answer) -> list[str]:
+        return [
+            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+            _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": self._stop_reason(answer, p),
+                        "stop_sequence": answer.stop_sequence,
+                    },
+                    "usage": {"output_tokens": answer.completion_tokens},
+                },
+                "message_delta",
+            ),
+            _sse({"type": "message_stop"}, "message_stop"),
+        ]
+
+    def malformed_frame(self) -> str:
+        return 'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": \n\n'
+
+
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class GeminiProtocol:
+    name = "google"
+    media_type = "text/event-stream"
+
+    def parse(self, body: Any, model_from_path: str | None, stream_from_path: bool) -> Parsed:
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        if not model_from_path:
+            raise BadRequest("model is required in the path")
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise BadRequest("contents is not specified")
+        texts: list[str] = []
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        if isinstance(system, dict):
+            texts.append(_text_of(system.get("parts")))
+        texts += [_text_of(c.get("parts")) for c in contents if isinstance(c, dict)]
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        max_tokens = _int_or_none(
+            config.get("maxOutputTokens", config.get("max_output_tokens")), "maxOutputTokens"
+        )
+        stop = _stop_list(config.get("stopSequences", config.get("stop_sequences")))
+        return Parsed(
+            model_from_path, "\n".join(texts), stream=stream_from_path, max_tokens=max_tokens, stop=stop
+        )
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {
+            "error": {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}
+        }
+
+    def _usage(self, answer: Answer, output_tokens: int) -> dict[str, Any]:
+        return {
+            "promptTokenCount": answer.prompt_tokens,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": answer.prompt_tokens + output_tokens,
+        }
+
+    def _finish(self, answer: Answer) -> str:
+        return "MAX_TOKENS" if answer.finish_reason == "length" else "STOP"
+
+    def full_body(self, p: Parsed, answer: Answer) -> dict[str, Any]:
+        return {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": answer.text}], "role": "model"},
+                    "finishReason": self._finish(answer),
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": self._usage(answer, answer.completion_tokens),
+            "modelVersion": p.model,
+        }
+
+    def stream_head(self, p: Parsed, answer: Answer) -> list[str]:
+        return []
+
+    def stream_token(self, p: Parsed, answer: Answer, index: int, token: str) -> str:
+        chunk: dict[str, Any] = {
+            "candidates": [{"content": {"parts": [{"text": token}], "role": "model"}, "index": 0}],
+            "usageMetadata": self._usage(answer, index + 1),
+            "modelVersion": p.model,
+        }
+        return _sse(chunk, sep="\r\n\r\n")
+
+    def stream_tail(self, p: Parsed, answer: Answer) -> list[str]:
+        chunk = {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": ""}], "role": "model"},
+                    "finishReason": self._finish(answer),
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": self._usage(answer, answer.completion_tokens),
+            "modelVersion": p.model,
+        }
+        return [_sse(chunk, sep="\r\n\r\n")]
+
+    def malformed_frame(self) -> str:
+        return 'data: {"candidates": [{"content": \r\n\r\n'
+
+
+OPENAI = OpenAIProtocol()
+ANTHROPIC = AnthropicProtocol()
+GEMINI = GeminiProtocol()

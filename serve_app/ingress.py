@@ -1,0 +1,81 @@
+"""Ingress deployment: binds the Gateway to Ray handles and serves the FastAPI app of ``api.py``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from deployments.providers.base import Completion, ProviderRequest, StreamDelta
+from predictors.keyword_classifier import Classification
+from serve_app.api import create_api
+from serve_app.config import FusionConfig
+from serve_app.errors import ProviderConnectionError, ProviderError
+from serve_app.gateway import Gateway
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment
+@serve.ingress()
+class Ingress:
+    def __init__(
+        self, config: FusionConfig, classifier: DeploymentHandle, providers: dict[str, DeploymentHandle]
+    ) -> None:
+        self._config = config
+        self._classifier = classifier
+        self._providers = providers
+        self._streams = {name: h.options(stream=True) for name, h in providers.items()}
+        self.gateway = Gateway(config, self._classify, self._complete, self._stream)
+        emulator = config.emulator_url()
+        self.modes = {
+            name: "emulated" if not os.environ.get(spec.api_key_env) else "live"
+            for name, spec in config.providers.items()
+            if name in providers
+        }
+        for name, mode in self.modes.items():
+            where = f"emulator at {emulator}" if mode == "emulated" else "live API"
+            logger.info("fusion-router: provider %s -> %s", name, where)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self._config, self.gateway, self.modes)
+
+    async def _classify(self, text: str) -> Classification:
+        result: Classification = await self._classifier.classify.remote(text)
+        return result
+
+    async def _complete(self, provider: str, request: ProviderRequest) -> Completion:
+        try:
+            result = await self._providers[provider].complete.remote(request)
+        except RayError as exc:
+            raise _replica_error(provider, request, exc) from exc
+        if isinstance(result, ProviderError):
+            raise result
+        completion: Completion = result
+        return completion
+
+    async def _stream(self, provider: str, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
+        generator: DeploymentResponseGenerator = self._streams[provider].stream.remote(request)  # type: ignore[assignment]
+        finished = False
+        try:
+            async for item in generator:
+                if isinstance(item, ProviderError):
+                    raise item
+                yield item
+            finished = True
+        except RayError as exc:
+            raise _replica_error(provider, request, exc) from exc
+        finally:
+            if not finished:
+                generator.cancel()
+
+
+def _replica_error(provider: str, request: ProviderRequest, exc: RayError) -> ProviderConnectionError:
+    return ProviderConnectionError(
+        f"provider deployment unavailable ({type(exc).__name__})", provider=provider, model=request.model
+    )

@@ -1,0 +1,48 @@
+"""The price of one call: genai-prices for API models, the model's own config for self-hosted ones."""
+
+from __future__ import annotations
+
+import functools
+
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
+
+from deployments.providers.base import Usage
+from serve_app.config import FusionConfig
+
+_GENAI_PROVIDER_IDS = {"anthropic": "anthropic", "openai": "openai", "google": "google"}
+
+
+@functools.lru_cache(maxsize=256)
+def _known(model: str, provider_id: str) -> bool:
+    try:
+        calc_price(PriceUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id)
+    except LookupError:
+        return False
+    except Exception:  # genai-prices raises its own errors for unknown models
+        return False
+    return True
+
+
+def call_cost_usd(config: FusionConfig, model: str, usage: Usage) -> float | None:
+    """USD for one call of public model ``model``; None when no price is known."""
+    spec = config.models[model]
+    if spec.price is not None:
+        return (
+            usage.input_tokens * spec.price.input_per_mtok + usage.output_tokens * spec.price.output_per_mtok
+        ) / 1e6
+    kind = config.providers[spec.provider].kind
+    provider_id = _GENAI_PROVIDER_IDS.get(kind)
+    provider_model = config.provider_model(model)
+    if provider_id is None or not _known(provider_model, provider_id):
+        return None
+    price = calc_price(
+        PriceUsage(
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cached_tokens or None,
+            output_tokens=usage.output_tokens,
+        ),
+        provider_model,
+        provider_id=provider_id,
+    )
+    return float(price.total_price)

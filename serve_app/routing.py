@@ -1,0 +1,84 @@
+"""The routing policy: a pure function from (classification, requested model, config) to candidates.
+
+No I/O, no Ray: unit-tested directly. Policies:
+
+- ``auto`` (the default): the task type's row of the routing table. A prompt whose complexity is
+  below the task type's threshold starts at ``cost_sensitive``; otherwise at ``primary``.
+- ``auto:quality``: primary, fallback, cost_sensitive.
+- ``auto:cost``: cost_sensitive, fallback, primary.
+- a concrete model name (``gpt-4.1``, or ``openai/gpt-4.1``): that model only, no classification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from predictors.keyword_classifier import Classification
+from serve_app.config import FusionConfig, TaskType
+from serve_app.errors import ModelNotFoundError
+
+POLICIES = ("auto", "auto:cost", "auto:quality")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model: str  # public model name (a key of config.models)
+    provider: str
+    provider_model: str
+    slot: str  # primary / fallback / cost_sensitive / requested
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    policy: str  # auto, auto:cost, auto:quality or "direct"
+    candidates: tuple[Candidate, ...]
+    task_type: str | None
+    complexity: float | None
+
+
+def is_routed(model: str) -> bool:
+    return model in POLICIES
+
+
+def resolve_model(model: str, config: FusionConfig) -> str:
+    """A public model name for ``model`` or ``provider/model``; raises ModelNotFoundError."""
+    if model in config.models:
+        return model
+    provider, sep, name = model.partition("/")
+    if sep and name in config.models and config.models[name].provider == provider:
+        return name
+    known = ", ".join([*POLICIES, *config.models])
+    raise ModelNotFoundError(f"The model '{model}' does not exist. Available: {known}.", param="model")
+
+
+def _candidate(config: FusionConfig, name: str, slot: str) -> Candidate:
+    return Candidate(name, config.models[name].provider, config.provider_model(name), slot)
+
+
+def direct_plan(model: str, config: FusionConfig) -> RoutePlan:
+    name = resolve_model(model, config)
+    return RoutePlan("direct", (_candidate(config, name, "requested"),), None, None)
+
+
+def plan_route(classification: Classification, policy: str, config: FusionConfig) -> RoutePlan:
+    """Order the routing table's row for this request; duplicates are dropped, order kept."""
+    if policy not in POLICIES:
+        raise ModelNotFoundError(f"Unknown routing policy '{policy}'.", param="model")
+    task = TaskType(classification.task_type)
+    row = config.routing.table[task]
+    if policy == "auto:quality":
+        slots = ("primary", "fallback", "cost_sensitive")
+    elif policy == "auto:cost":
+        slots = ("cost_sensitive", "fallback", "primary")
+    elif classification.complexity < config.routing.complexity_threshold[task]:
+        slots = ("cost_sensitive", "primary", "fallback")
+    else:
+        slots = ("primary", "fallback", "cost_sensitive")
+    seen: set[str] = set()
+    candidates: list[Candidate] = []
+    for slot in slots:
+        name = getattr(row, slot)
+        if name not in seen:
+            seen.add(name)
+            candidates.append(_candidate(config, name, slot))
+    return RoutePlan(policy, tuple(candidates), task.value, classification.complexity)
