@@ -1,0 +1,214 @@
+"""What does the router add to a call? Direct-to-emulator vs through the full graph, same requests.
+
+    python -m benchmarks.overhead [--rounds 2] [--requests-per-conc 1:150,16:600,64:1200]
+
+Starts the provider emulator in its own process (0 ms model latency, so the difference is pure
+gateway overhead), a local Ray (num_cpus=2) with the application (classifier on, routing on),
+then, for each concurrency and round, runs a closed loop of a bounded number of requests
+directly against the emulator's OpenAI endpoint and through the router with ``model: "auto"``.
+The prompt routes (coding, low complexity) to gpt-4o-mini, an OpenAI-protocol model, so both
+paths do the same work at the emulator. Writes benchmarks/results/overhead.json and overhead.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serve_app.emulator.server import free_port, wait_healthy
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPT = "Write a python function to reverse a string."
+EXPECTED_MODEL = "gpt-4o-mini"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+async def closed_loop(
+    url: str, body: dict[str, Any], concurrency: int, total: int, check_model: str | None
+) -> tuple[list[float], int, float]:
+    """``total`` requests from ``concurrency`` workers; returns latencies (ms), errors, wall seconds."""
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def warm() -> None:
+            # one unmeasured request per worker opens its keep-alive connection
+            try:
+                await client.post(url, json=body)
+            except httpx.HTTPError:
+                pass
+
+        async def worker() -> None:
+            nonlocal issued, errors
+            while issued < total:
+                issued += 1
+                start = time.perf_counter()
+                try:
+                    r = await client.post(url, json=body)
+                    ok = r.status_code == 200
+                    if ok and check_model is not None:
+                        ok = r.headers.get("x-fusion-model") == check_model
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = (time.perf_counter() - start) * 1000
+                if ok:
+                    latencies.append(elapsed)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(warm() for _ in range(concurrency)))
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - began
+    return latencies, errors, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--requests-per-conc", default="1:150,16:600,64:1200")
+    parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--out", default=str(RESULTS / "overhead.json"))
+    args = parser.parse_args()
+    plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "FUSION_LLAMA_API_KEY"):
+        os.environ.pop(var, None)
+    emu_port = free_port()
+    emu_url = f"http://127.0.0.1:{emu_port}"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "serve_app.cli", "emulator", "--port", str(emu_port), "--latency-scale", "0"],
+        stdout=subprocess.DEVNULL,
+    )
+    import ray
+    from ray import serve
+
+    from serve_app.app import AppArgs, build_app
+
+    try:
+        wait_healthy(emu_url, 30)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(AppArgs(emulator_url=emu_url)), name="fusion", route_prefix="/")
+        router_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        direct_url = f"{emu_url}/openai/v1/chat/completions"
+        messages = [{"role": "user", "content": PROMPT}]
+        direct_body = {"model": EXPECTED_MODEL, "messages": messages}
+        router_body = {"model": "auto", "messages": messages}
+
+        asyncio.run(closed_loop(direct_url, direct_body, 4, args.warmup, None))
+        asyncio.run(closed_loop(router_url, router_body, 4, args.warmup, EXPECTED_MODEL))
+
+        raw: dict[int, dict[str, Any]] = {
+            c: {"direct": [], "router": [], "errors": 0, "router_wall": 0.0, "router_n": 0} for c in plan
+        }
+        for rnd in range(args.rounds):
+            for conc, total in plan.items():
+                d_lat, d_err, _ = asyncio.run(closed_loop(direct_url, direct_body, conc, total, None))
+                r_lat, r_err, r_wall = asyncio.run(
+                    closed_loop(router_url, router_body, conc, total, EXPECTED_MODEL)
+                )
+                raw[conc]["direct"] += d_lat
+                raw[conc]["router"] += r_lat
+                raw[conc]["errors"] += r_err + d_err
+                raw[conc]["router_wall"] += r_wall
+                raw[conc]["router_n"] += len(r_lat)
+                print(
+                    f"round {rnd + 1} c={conc}: direct p50 {percentile(d_lat, 0.5):.1f} ms, "
+                    f"router p50 {percentile(r_lat, 0.5):.1f} ms, p99 {percentile(r_lat, 0.99):.1f} ms, "
+                    f"{len(r_lat) / r_wall:.1f} req/s, errors {r_err + d_err}",
+                    flush=True,
+                )
+    finally:
+        try:
+            serve.shutdown()
+            ray.shutdown()
+        finally:
+            emulator.terminate()
+            emulator.wait(timeout=10)
+
+    result: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} CPUs",
+        "rounds": args.rounds,
+        "emulator_latency": "0 ms (latency_scale 0)",
+        "path": "client -> Serve proxy -> Ingress -> Classifier -> Provider_openai -> emulator",
+        "concurrency": {},
+    }
+    for conc, r in raw.items():
+        d50, d99 = percentile(r["direct"], 0.5), percentile(r["direct"], 0.99)
+        r50, r99 = percentile(r["router"], 0.5), percentile(r["router"], 0.99)
+        result["concurrency"][str(conc)] = {
+            "direct_p50_ms": round(d50, 2),
+            "direct_p99_ms": round(d99, 2),
+            "router_p50_ms": round(r50, 2),
+            "router_p99_ms": round(r99, 2),
+            "overhead_p50_ms": round(r50 - d50, 2),
+            "overhead_p99_ms": round(r99 - d99, 2),
+            "throughput_rps": round(r["router_n"] / r["router_wall"], 1) if r["router_wall"] else 0.0,
+            "errors": r["errors"],
+            "requests": len(r["router"]) + r["errors"],
+            "router_mean_ms": round(statistics.fmean(r["router"]), 2) if r["router"] else None,
+        }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    plot(result, out.with_suffix(".png"))
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    concs = list(result["concurrency"])
+    rows = [result["concurrency"][c] for c in concs]
+    x = range(len(concs))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.2
+    for i, (key, label) in enumerate(
+        [
+            ("direct_p50_ms", "direct p50"),
+            ("router_p50_ms", "router p50"),
+            ("direct_p99_ms", "direct p99"),
+            ("router_p99_ms", "router p99"),
+        ]
+    ):
+        ax.bar([xi + (i - 1.5) * width for xi in x], [r[key] for r in rows], width, label=label)
+    ax.set_xticks(list(x), [f"c={c}" for c in concs])
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("Fusion Router overhead vs direct-to-emulator (0 ms model)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""A real local Ray (num_cpus=2) with the application deployed, driven over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.config import DEFAULT_CONFIG_PATH
+from serve_app.emulator import EmulatorServer
+from serve_app.emulator.server import free_port
+
+
+@pytest.fixture(scope="session")
+def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from serve_app.app import AppArgs, build_app
+
+    # Short timeouts so that timeout and stall faults fall back quickly.
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    for provider in data["providers"].values():
+        provider["read_timeout_s"] = 1.0
+    data["routing"]["first_token_timeout_s"] = 1.0
+    path: Path = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(
+        build_app(AppArgs(config_path=str(path), emulator_url=emulator.url)), name="fusion", route_prefix="/"
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()

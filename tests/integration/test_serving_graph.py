@@ -1,0 +1,158 @@
+"""End to end on a real local Ray Serve: routing, streaming, fallback per fault kind, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from serve_app.emulator import EmulatorServer
+from tests.conftest import set_fault
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = {
+    "coding": (
+        "Write a Python function that merges two sorted lists and add unit tests.",
+        "claude-sonnet-4-5",
+    ),
+    "creative_writing": ("Write a short poem about the sea at night.", "claude-opus-4-5"),
+    "analysis": ("Analyze the pros and cons of remote work for productivity, with evidence.", "gpt-4.1"),
+    "simple_queries": ("What is the capital of France?", "claude-haiku-4-5"),
+}
+
+
+def _post(router: str, body: Any) -> httpx.Response:
+    return httpx.post(f"{router}/v1/chat/completions", json=body, timeout=30)
+
+
+@pytest.mark.parametrize("task", list(PROMPTS))
+def test_routes_by_task_type(router: str, emu: EmulatorServer, task: str) -> None:
+    text, model = PROMPTS[task]
+    r = _post(router, {"model": "auto:quality", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-fusion-task-type"] == task
+    assert r.headers["x-fusion-model"] == model
+    body = r.json()
+    assert body["fusion"]["task_type"] == task and body["fusion"]["model"] == model
+    assert body["choices"][0]["message"]["content"].startswith("[")
+    assert body["fusion"]["cost_usd"] > 0
+
+
+def test_official_openai_client_unchanged(router: str, emu: EmulatorServer) -> None:
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+    done = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Write a haiku about routers"}], max_tokens=8
+    )
+    assert done.choices[0].finish_reason == "length" and done.usage is not None
+    assert done.usage.completion_tokens == 8
+    stream = client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Write a haiku about routers"}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == done.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+    models = [m.id for m in client.models.list()]
+    assert "auto" in models and "gpt-4.1" in models
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+
+
+FAULTS_BEFORE_FIRST_TOKEN: list[dict[str, Any]] = [
+    {"kind": "http_error", "status": 429, "retry_after": 30},
+    {"kind": "http_error", "status": 500},
+    {"kind": "http_error", "status": 503},
+    {"kind": "http_error", "status": 529},
+    {"kind": "refuse"},
+    {"kind": "timeout", "delay_s": 30},
+    {"kind": "stall", "after_tokens": 0, "delay_s": 30},
+    {"kind": "cut", "after_tokens": 0},
+    {"kind": "malformed", "after_tokens": 0},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(
+    "fault", FAULTS_BEFORE_FIRST_TOKEN, ids=lambda f: f"{f['kind']}{f.get('status', '')}"
+)
+def test_fallback_on_fault_before_first_token(
+    router: str, emu: EmulatorServer, fault: dict[str, Any], stream: bool
+) -> None:
+    set_fault(emu, "claude-sonnet-4-5", **fault)
+    text, _ = PROMPTS["coding"]
+    r = _post(
+        router, {"model": "auto:quality", "stream": stream, "messages": [{"role": "user", "content": text}]}
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-fusion-model"] == "gpt-4.1"
+    assert r.headers["x-fusion-fallbacks"] == "1"
+    if stream:
+        data = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+        assert data[-1] == "[DONE]"
+        final = json.loads(data[-2])
+        fusion = final["fusion"]
+        content = "".join(json.loads(d)["choices"][0]["delta"].get("content", "") for d in data[:-1])
+    else:
+        fusion = r.json()["fusion"]
+        content = r.json()["choices"][0]["message"]["content"]
+    assert content.startswith("[gpt-4.1]")
+    assert fusion["fallbacks"][0]["model"] == "claude-sonnet-4-5"
+
+
+def test_every_provider_down_is_503(router: str, emu: EmulatorServer) -> None:
+    set_fault(emu, "*", kind="http_error", status=529)
+    r = _post(router, {"model": "auto", "messages": [{"role": "user", "content": "What is 2+2?"}]})
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "no_provider_available"
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "fragment"),
+    [
+        (b"{oops", 400, "not valid JSON"),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model: Field required"),
+        (b'{"model": "auto", "messages": "hello"}', 400, "messages"),
+        (b'{"model": "auto", "messages": []}', 400, "at least 1 item"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+            400,
+            "temperature",
+        ),
+        (
+            b'{"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "does not exist",
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "' + b"a" * 1_100_000 + b'"}]}',
+            413,
+            "limit",
+        ),
+    ],
+)
+def test_bad_inputs(router: str, content: bytes, status: int, fragment: str) -> None:
+    r = httpx.post(
+        f"{router}/v1/chat/completions",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert fragment in err["message"] and set(err) == {"message", "type", "param", "code"}
+
+
+def test_health_and_models(router: str) -> None:
+    health = httpx.get(f"{router}/healthz").json()
+    assert health["status"] == "ok"
+    assert set(health["providers"]) == {"anthropic", "openai", "google", "meta"}
+    assert set(health["providers"].values()) == {"emulated"}
+    assert httpx.get(f"{router}/nope").status_code == 404

@@ -1,0 +1,172 @@
+"""Each SDK adapter against the emulator: answers, streams, usage, and every fault mapped to our tree."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from deployments.providers.base import ChatMessage, Endpoint, ProviderAdapter, ProviderRequest, StreamDelta
+from deployments.providers.registry import make_adapter
+from serve_app.emulator import EmulatorServer
+from serve_app.emulator.server import free_port
+from serve_app.errors import (
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderOverloadedError,
+    ProviderRateLimitError,
+    ProviderServerError,
+    ProviderStreamError,
+    ProviderTimeoutError,
+)
+from tests.conftest import requests_seen, set_fault
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    path: str
+    model: str
+
+
+CASES = [
+    Case("openai", "/openai/v1", "gpt-4.1"),
+    Case("anthropic", "/anthropic", "claude-haiku-4-5"),
+    Case("google", "/google", "gemini-2.5-pro"),
+    Case("openai_compatible", "/openai/v1", "meta-llama/Llama-3.1-8B-Instruct"),
+]
+
+
+def _adapter(emu_url: str, case: Case, read_timeout_s: float = 5.0) -> ProviderAdapter:
+    endpoint = Endpoint(
+        base_url=emu_url + case.path, api_key="test", emulated=True, read_timeout_s=read_timeout_s
+    )
+    return make_adapter(case.kind, case.kind, endpoint)
+
+
+def _request(case: Case, **kw: object) -> ProviderRequest:
+    messages = [ChatMessage("system", "be brief"), ChatMessage("user", "say something about routers")]
+    return ProviderRequest(model=case.model, messages=messages, **kw)  # type: ignore[arg-type]
+
+
+async def _drain(stream: AsyncIterator[StreamDelta]) -> list[StreamDelta]:
+    return [d async for d in stream]
+
+
+@pytest.fixture(params=CASES, ids=[c.kind for c in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    c: Case = request.param
+    return c
+
+
+async def test_complete_reports_text_and_usage(emu: EmulatorServer, case: Case) -> None:
+    adapter = _adapter(emu.url, case)
+    result = await adapter.complete(_request(case, max_tokens=7))
+    assert result.text.startswith(f"[{case.model}]")
+    assert result.finish_reason == "length"
+    assert result.usage.output_tokens == 7
+    assert result.usage.input_tokens == 6  # "be brief" + "say something about routers"
+    await adapter.aclose()
+
+
+async def test_stream_yields_tokens_and_final_usage(emu: EmulatorServer, case: Case) -> None:
+    adapter = _adapter(emu.url, case)
+    deltas = await _drain(adapter.stream(_request(case, max_tokens=5)))
+    assert "".join(d.text for d in deltas) == (await adapter.complete(_request(case, max_tokens=5))).text
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["length"]
+    usage = [d.usage for d in deltas if d.usage]
+    assert usage and usage[-1].output_tokens == 5 and usage[-1].input_tokens == 6
+    await adapter.aclose()
+
+
+async def test_stop_sequence_ends_answer(emu: EmulatorServer, case: Case) -> None:
+    adapter = _adapter(emu.url, case)
+    full = await adapter.complete(_request(case))
+    stop_word = full.text.split()[3]
+    stopped = await adapter.complete(_request(case, stop=[stop_word]))
+    assert stop_word not in stopped.text and stopped.finish_reason == "stop"
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "retryable"),
+    [
+        (429, ProviderRateLimitError, True),
+        (500, ProviderServerError, True),
+        (503, ProviderOverloadedError, True),
+        (529, ProviderOverloadedError, True),
+        (400, ProviderBadRequestError, False),
+        (401, ProviderAuthError, False),
+    ],
+)
+async def test_http_errors_map_to_tree(
+    emu: EmulatorServer, case: Case, status: int, cls: type[ProviderError], retryable: bool
+) -> None:
+    adapter = _adapter(emu.url, case)
+    set_fault(emu, case.model, kind="http_error", status=status, retry_after=3 if status == 429 else None)
+    for call in ("complete", "stream"):
+        with pytest.raises(cls) as info:
+            if call == "complete":
+                await adapter.complete(_request(case))
+            else:
+                await _drain(adapter.stream(_request(case)))
+        err = info.value
+        assert err.status_code == status and err.retryable is retryable
+        assert err.provider == case.kind and err.model == case.model
+        assert err.retry_after == (3.0 if status == 429 else None)
+    # SDK retries are off: exactly one HTTP request per call
+    assert requests_seen(emu)[case.model] == 2
+    await adapter.aclose()
+
+
+async def test_refused_connection(emu: EmulatorServer, case: Case) -> None:
+    adapter = _adapter(emu.url, case)
+    set_fault(emu, case.model, kind="refuse")
+    with pytest.raises(ProviderConnectionError):
+        await adapter.complete(_request(case))
+    with pytest.raises((ProviderConnectionError, ProviderStreamError)):
+        await _drain(adapter.stream(_request(case)))
+    await adapter.aclose()
+
+
+async def test_closed_port_is_a_connection_error(case: Case) -> None:
+    adapter = _adapter(f"http://127.0.0.1:{free_port()}", case)
+    with pytest.raises(ProviderConnectionError):
+        await adapter.complete(_request(case))
+    await adapter.aclose()
+
+
+async def test_timeout_and_stall(emu: EmulatorServer, case: Case) -> None:
+    adapter = _adapter(emu.url, case, read_timeout_s=0.3)
+    set_fault(emu, case.model, kind="timeout", delay_s=20)
+    with pytest.raises(ProviderTimeoutError):
+        await adapter.complete(_request(case))
+    set_fault(emu, case.model, kind="stall", after_tokens=2, delay_s=20)
+    got: list[StreamDelta] = []
+    with pytest.raises(ProviderTimeoutError):
+        async for d in adapter.stream(_request(case)):
+            got.append(d)
+    assert len([d for d in got if d.text]) == 2
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("after", [0, 3])
+async def test_cut_and_malformed_streams(emu: EmulatorServer, case: Case, after: int) -> None:
+    adapter = _adapter(emu.url, case)
+    for kind in ("cut", "malformed"):
+        set_fault(emu, case.model, kind=kind, after_tokens=after)
+        got: list[StreamDelta] = []
+        with pytest.raises((ProviderStreamError, ProviderConnectionError)) as info:
+            async for d in adapter.stream(_request(case)):
+                got.append(d)
+        assert len([d for d in got if d.text]) == after
+        assert info.value.retryable
+        if after:
+            assert isinstance(info.value, ProviderStreamError)
+    set_fault(emu, case.model, kind="malformed")
+    with pytest.raises(ProviderStreamError):
+        await adapter.complete(_request(case))
+    await adapter.aclose()

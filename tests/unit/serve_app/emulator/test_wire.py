@@ -1,0 +1,173 @@
+"""The emulator speaks each provider's wire protocol; checked on raw HTTP, without the SDKs."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from serve_app.emulator import EmulatorServer
+from serve_app.emulator.engine import LatencyProfile, compose_answer, count_tokens
+from tests.conftest import requests_seen, set_fault
+
+
+def _sse_data(text: str) -> list[str]:
+    return [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_openai_stream_frames_and_usage(emu: EmulatorServer) -> None:
+    body = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": "hello world"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 6,
+    }
+    r = httpx.post(f"{emu.url}/openai/v1/chat/completions", json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    data = _sse_data(r.text)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    usage = chunks[-1]["usage"]
+    assert usage["completion_tokens"] == 6 and usage["prompt_tokens"] == count_tokens("hello world")
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert text.startswith("[gpt-4.1]")
+
+
+def test_anthropic_event_sequence(emu: EmulatorServer) -> None:
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 4,
+        "stream": True,
+        "system": "sys",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    r = httpx.post(f"{emu.url}/anthropic/v1/messages", json=body)
+    events = [line[len("event: ") :] for line in r.text.splitlines() if line.startswith("event: ")]
+    assert events[:3] == ["message_start", "content_block_start", "ping"]
+    assert events.count("content_block_delta") == 4
+    assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    delta = json.loads(_sse_data(r.text)[-2])
+    assert delta["delta"]["stop_reason"] == "max_tokens" and delta["usage"]["output_tokens"] == 4
+
+
+def test_anthropic_requires_max_tokens(emu: EmulatorServer) -> None:
+    r = httpx.post(
+        f"{emu.url}/anthropic/v1/messages",
+        json={"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert r.status_code == 400
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_gemini_generate_and_stream(emu: EmulatorServer) -> None:
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "one two"}]}],
+        "generationConfig": {"maxOutputTokens": 3},
+    }
+    r = httpx.post(f"{emu.url}/google/v1beta/models/gemini-2.5-pro:generateContent", json=body)
+    out = r.json()
+    assert out["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert out["usageMetadata"] == {"promptTokenCount": 2, "candidatesTokenCount": 3, "totalTokenCount": 5}
+    s = httpx.post(f"{emu.url}/google/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", json=body)
+    chunks = [json.loads(d) for d in _sse_data(s.text)]
+    assert chunks[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert len(chunks) == 4  # three tokens and the closing chunk
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "fmt"),
+    [
+        ("/openai/v1/chat/completions", "gpt-4.1", lambda j: j["error"]["type"]),
+        ("/anthropic/v1/messages", "claude-haiku-4-5", lambda j: j["error"]["type"]),
+        (
+            "/google/v1beta/models/gemini-2.5-pro:generateContent",
+            "gemini-2.5-pro",
+            lambda j: j["error"]["status"],
+        ),
+    ],
+)
+def test_http_error_fault_in_provider_format(emu: EmulatorServer, path: str, model: str, fmt: object) -> None:
+    set_fault(emu, model, kind="http_error", status=429, retry_after=2, times=1)
+    body = {
+        "model": model,
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "contents": [{"parts": [{"text": "x"}]}],
+    }
+    r = httpx.post(f"{emu.url}{path}", json=body)
+    assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    assert fmt(r.json()) in ("rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED")  # type: ignore[operator]
+    # times=1: the next request is served
+    assert httpx.post(f"{emu.url}{path}", json=body).status_code == 200
+
+
+def test_fault_admin_round_trip_and_wildcard(emu: EmulatorServer) -> None:
+    set_fault(emu, "*", kind="http_error", status=500)
+    assert httpx.get(f"{emu.url}/admin/faults").json()["*"]["status"] == 500
+    body = {"model": "anything", "messages": [{"role": "user", "content": "x"}]}
+    assert httpx.post(f"{emu.url}/openai/v1/chat/completions", json=body).status_code == 500
+    httpx.delete(f"{emu.url}/admin/faults/*")
+    assert httpx.post(f"{emu.url}/openai/v1/chat/completions", json=body).status_code == 200
+    bad = httpx.put(f"{emu.url}/admin/faults/x", json={"kind": "explode"})
+    assert bad.status_code == 400
+    assert requests_seen(emu)["anything"] == 2
+
+
+def test_refuse_resets_connection(emu: EmulatorServer) -> None:
+    set_fault(emu, "gpt-4.1", kind="refuse")
+    with pytest.raises(httpx.TransportError):
+        httpx.post(
+            f"{emu.url}/openai/v1/chat/completions",
+            json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]},
+        )
+
+
+def test_cut_after_tokens_truncates_stream(emu: EmulatorServer) -> None:
+    set_fault(emu, "gpt-4.1", kind="cut", after_tokens=2)
+    received: list[str] = []
+    with (
+        pytest.raises(httpx.TransportError),
+        httpx.stream(
+            "POST",
+            f"{emu.url}/openai/v1/chat/completions",
+            json={"model": "gpt-4.1", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        ) as r,
+    ):
+        for line in r.iter_lines():
+            received.append(line)
+    content = [json.loads(d)["choices"][0]["delta"].get("content") for d in _sse_data("\n".join(received))]
+    assert len([c for c in content if c]) == 2 and "[DONE]" not in "\n".join(received)
+
+
+def test_malformed_chunk(emu: EmulatorServer) -> None:
+    set_fault(emu, "gpt-4.1", kind="malformed", after_tokens=1)
+    r = httpx.post(
+        f"{emu.url}/openai/v1/chat/completions",
+        json={"model": "gpt-4.1", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
+    data = _sse_data(r.text)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(data[-1])
+
+
+def test_timeout_fault_holds_the_response(emu: EmulatorServer) -> None:
+    set_fault(emu, "gpt-4.1", kind="timeout", delay_s=30)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{emu.url}/openai/v1/chat/completions",
+            timeout=httpx.Timeout(0.3, connect=2),
+            json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]},
+        )
+
+
+def test_answers_honour_stop_and_are_deterministic() -> None:
+    profile = LatencyProfile(reply_tokens=30)
+    a = compose_answer("m", "prompt", profile=profile, max_tokens=None, stop=None)
+    assert a == compose_answer("m", "prompt", profile=profile, max_tokens=None, stop=None)
+    word = a.tokens[5].strip()
+    stopped = compose_answer("m", "prompt", profile=profile, max_tokens=None, stop=[word])
+    assert word not in stopped.text and stopped.stop_sequence == word and stopped.finish_reason == "stop"
+    assert stopped.completion_tokens <= 6

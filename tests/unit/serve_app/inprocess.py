@@ -1,0 +1,41 @@
+"""A Gateway wired to in-process adapters (no Ray), for unit tests of the request path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from deployments.provider import ProviderCore
+from deployments.providers.base import Completion, ProviderRequest, StreamDelta
+from predictors.keyword_classifier import Classification, KeywordClassifier
+from serve_app.config import EmulatorConfig, FusionConfig
+from serve_app.errors import ProviderError
+from serve_app.gateway import Gateway
+
+
+def emulated_config(config: FusionConfig, emulator_url: str, **server: float) -> FusionConfig:
+    updates: dict[str, object] = {"emulator": EmulatorConfig(url=emulator_url)}
+    if server:
+        updates["server"] = config.server.model_copy(update=server)
+    return config.model_copy(update=updates)
+
+
+def inprocess_gateway(config: FusionConfig) -> Gateway:
+    cores = {name: ProviderCore(name, config) for name in config.providers}
+    classifier = KeywordClassifier()
+
+    async def classify(text: str) -> Classification:
+        return classifier.classify(text)
+
+    async def call(provider: str, request: ProviderRequest) -> Completion:
+        result = await cores[provider].complete(request)
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def stream(provider: str, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
+        async for item in cores[provider].stream(request):
+            if isinstance(item, ProviderError):
+                raise item
+            yield item
+
+    return Gateway(config, classify, call, stream)

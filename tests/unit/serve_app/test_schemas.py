@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from serve_app.errors import InvalidRequestError, UnsupportedParameterError
+from serve_app.schemas import parse_request
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("payload", "param", "fragment"),
+    [
+        ({"messages": USER}, "model", "Field required"),
+        ({"model": "auto"}, "messages", "Field required"),
+        ({"model": "auto", "messages": []}, "messages", "at least 1 item"),
+        ({"model": 7, "messages": USER}, "model", "valid string"),
+        (
+            {"model": "auto", "messages": [{"role": "robot", "content": "x"}]},
+            "messages.0.role",
+            "Input should be",
+        ),
+        ({"model": "auto", "messages": [{"role": "user"}]}, "messages.0.content", "Field required"),
+        ({"model": "auto", "messages": [{"role": "system", "content": "x"}]}, "messages", "role 'user'"),
+        ({"model": "auto", "messages": USER, "temperature": 3}, "temperature", "less than or equal to 2"),
+        ({"model": "auto", "messages": USER, "max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
+        ({"model": "auto", "messages": USER, "n": 2}, "n", "less than or equal to 1"),
+        ({"model": "auto", "messages": USER, "stream": "yes"}, "stream", "valid boolean"),
+        ({"model": "auto", "messages": USER, "frobnicate": 1}, "frobnicate", "Unrecognized request argument"),
+    ],
+)
+def test_bad_requests_name_the_field(payload: dict[str, Any], param: str, fragment: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_request(payload)
+    assert info.value.http_status == 400
+    assert info.value.param == param
+    assert fragment in info.value.message
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(InvalidRequestError, match="JSON object"):
+        parse_request(["model"])
+
+
+def test_unsupported_parameters_are_refused_not_dropped() -> None:
+    with pytest.raises(UnsupportedParameterError) as info:
+        parse_request({"model": "auto", "messages": USER, "tools": [{"type": "function"}]})
+    assert info.value.param == "tools" and info.value.error_code == "unsupported_parameter"
+    # response_format text is the default behaviour, so it is accepted
+    assert parse_request({"model": "auto", "messages": USER, "response_format": {"type": "text"}})
+
+
+def test_to_provider_request_maps_fields() -> None:
+    chat = parse_request(
+        {
+            "model": "auto",
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "last question"},
+            ],
+            "max_tokens": 10,
+            "max_completion_tokens": 20,
+            "stop": "END",
+            "temperature": 0.5,
+            "seed": 1,
+        }
+    )
+    req = chat.to_provider_request("gpt-4.1")
+    assert req.model == "gpt-4.1"
+    assert [m.role for m in req.messages] == ["system", "user", "assistant", "user"]
+    assert req.messages[1].content == "ab"
+    assert req.max_tokens == 20  # max_completion_tokens wins
+    assert req.stop == ["END"] and req.temperature == 0.5
+    assert chat.routing_text() == "last question"
