@@ -1,25 +1,19 @@
 """Baseline task-type and complexity classifier: keyword and pattern features, no learning.
 
-It stands in until the trained embedding classifier lands, and is honest about what it is: a
-weighted sum of regular-expression hits per task type, a softmax over those scores, and a
-complexity from length, structure and difficulty cues. Its measured accuracy is in the README
-(``python -m predictors.evaluate_baseline``).
+The reference the trained classifier is measured against (``benchmarks/classifier.py`` reports
+both), and a fallback engine (``classifier.engine: keyword``): a weighted sum of regular-expression
+hits per task type, a softmax over those scores, and a complexity from length, structure and
+difficulty cues (not the trained "weaker model loses" probability).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 
-TASK_TYPES = ("coding", "creative_writing", "analysis", "simple_queries")
+from predictors.classification import TASK_TYPES, Classification
 
-
-@dataclass(frozen=True)
-class Classification:
-    task_type: str
-    probabilities: dict[str, float] = field(default_factory=dict)
-    complexity: float = 0.5
+__all__ = ["TASK_TYPES", "Classification", "KeywordClassifier"]
 
 
 def _rx(*patterns: str) -> re.Pattern[str]:

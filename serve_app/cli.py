@@ -52,6 +52,76 @@ def check_config(config_path: ConfigOption = None) -> None:
 
 
 @cli.command()
+def classify(
+    input_path: Annotated[
+        Path, typer.Option("--input", "-i", help='JSONL file, one {"prompt": ...} per line')
+    ],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL out (default: stdout)")] = None,
+    engine: Annotated[str, typer.Option(help="embedding (trained heads) or keyword")] = "embedding",
+    batch_size: Annotated[int, typer.Option(min=1, help="prompts per batch")] = 64,
+) -> None:
+    """Classify prompts: one {"task_type", "probabilities", "complexity"} object per input line.
+
+    A line that is not a JSON object with a string "prompt" gets {"error": ..., "line": N} instead,
+    and the exit status is 1.
+    """
+    import json
+
+    from deployments.classifier import load_classifier
+
+    if engine not in ("embedding", "keyword"):
+        typer.echo(f"--engine must be embedding or keyword, not {engine!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        lines = input_path.read_text().split("\n")
+    except OSError as exc:
+        typer.echo(f"cannot read {input_path}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    results: list[dict[str, object]] = []
+    prompts: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            results.append({"line": number, "error": f"not JSON: {exc.msg}"})
+            continue
+        prompt = obj.get("prompt") if isinstance(obj, dict) else None
+        if not isinstance(prompt, str):
+            results.append({"line": number, "error": 'expected an object with a string "prompt"'})
+            continue
+        prompts.append((number, prompt))
+        results.append({"line": number})
+    classifier = load_classifier(engine)
+    by_line: dict[int, dict[str, object]] = {}
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        for (number, _), c in zip(chunk, classifier.classify_many([p for _, p in chunk]), strict=True):
+            by_line[number] = {
+                "task_type": c.task_type,
+                "probabilities": c.probabilities,
+                "complexity": c.complexity,
+            }
+    out_lines = []
+    failed = False
+    for r in results:
+        number = int(str(r["line"]))
+        if "error" in r:
+            failed = True
+            out_lines.append(json.dumps(r))
+        else:
+            out_lines.append(json.dumps(by_line[number]))
+    text = "\n".join(out_lines) + ("\n" if out_lines else "")
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+    if failed:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def emulator(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8100,

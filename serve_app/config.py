@@ -126,6 +126,9 @@ class DeploymentOptions(_Strict):
 
 
 class ClassifierOptions(DeploymentOptions):
+    engine: Literal["embedding", "keyword"] = Field(
+        default="embedding", description="trained MiniLM heads, or the keyword baseline"
+    )
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(default=0.002, ge=0)
 

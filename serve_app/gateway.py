@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta, Usage
-from predictors.keyword_classifier import Classification
+from predictors.classification import Classification
 from serve_app.config import FusionConfig
 from serve_app.errors import (
     Attempt,

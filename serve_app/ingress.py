@@ -12,7 +12,7 @@ from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
-from predictors.keyword_classifier import Classification
+from predictors.classification import Classification
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
 from serve_app.errors import ProviderConnectionError, ProviderError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from predictors.keyword_classifier import Classification
+from predictors.classification import Classification
 from serve_app.config import FusionConfig, TaskType
 from serve_app.errors import ModelNotFoundError
 

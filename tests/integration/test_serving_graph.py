@@ -156,3 +156,20 @@ def test_health_and_models(router: str) -> None:
     assert set(health["providers"]) == {"anthropic", "openai", "google", "meta"}
     assert set(health["providers"].values()) == {"emulated"}
     assert httpx.get(f"{router}/nope").status_code == 404
+
+
+def test_classifier_deployment_batches_concurrent_calls(router: str) -> None:
+    import asyncio
+
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ClassifierDeployment", app_name="fusion")
+    prompts = [f"Write a Python function number {i} that sorts a list" for i in range(24)]
+
+    async def burst() -> list[object]:
+        return list(await asyncio.gather(*(handle.classify.remote(p) for p in prompts)))
+
+    results = asyncio.run(burst())
+    assert all(r.task_type == "coding" for r in results)  # type: ignore[attr-defined]
+    sizes = handle.batch_stats.remote().result()
+    assert max(sizes) > 1, sizes

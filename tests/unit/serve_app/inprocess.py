@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 from deployments.provider import ProviderCore
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
-from predictors.keyword_classifier import Classification, KeywordClassifier
+from predictors.classification import Classification
+from predictors.task_classifier import EmbeddingClassifier
 from serve_app.config import EmulatorConfig, FusionConfig
 from serve_app.errors import ProviderError
 from serve_app.gateway import Gateway
@@ -19,9 +21,14 @@ def emulated_config(config: FusionConfig, emulator_url: str, **server: float) ->
     return config.model_copy(update=updates)
 
 
+@functools.cache
+def _classifier() -> EmbeddingClassifier:
+    return EmbeddingClassifier()
+
+
 def inprocess_gateway(config: FusionConfig) -> Gateway:
     cores = {name: ProviderCore(name, config) for name in config.providers}
-    classifier = KeywordClassifier()
+    classifier = _classifier()
 
     async def classify(text: str) -> Classification:
         return classifier.classify(text)

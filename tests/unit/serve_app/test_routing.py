@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from predictors.keyword_classifier import Classification
+from predictors.classification import Classification
 from serve_app.config import FusionConfig, TaskType
 from serve_app.errors import ModelNotFoundError
 from serve_app.routing import direct_plan, is_routed, plan_route

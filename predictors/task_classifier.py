@@ -1,0 +1,67 @@
+"""The trained task-type and complexity classifier: MiniLM embeddings + two small linear heads.
+
+Task type: a softmax over the four types. Complexity: the probability that the row's cheaper model
+does worse than its stronger one on this prompt (trained on real win/loss and correctness data; see
+``predictors/classifier_data.py``). The heads are a small JSON artifact built deterministically by
+``python -m predictors.train_classifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from predictors.classification import TASK_TYPES, Classification
+from predictors.embedding import MiniLMEmbedder
+
+ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "classifier_heads.json"
+MAX_CHARS = 4000  # the embedder reads 128 tokens; cutting the text first bounds tokenisation cost
+
+
+def complexity_features(
+    embeddings: npt.NDArray[np.float32], token_counts: list[int]
+) -> npt.NDArray[np.float32]:
+    length = np.log1p(np.asarray(token_counts, dtype=np.float32))[:, None] / 5.0
+    return np.hstack([embeddings, length]).astype(np.float32)
+
+
+class EmbeddingClassifier:
+    def __init__(self, artifact: Path = ARTIFACT, embedder: MiniLMEmbedder | None = None) -> None:
+        heads: dict[str, Any] = json.loads(artifact.read_text())
+        if tuple(heads["task_types"]) != TASK_TYPES:
+            raise ValueError(f"{artifact}: task types {heads['task_types']} differ from {TASK_TYPES}")
+        self._task_w = np.asarray(heads["task"]["coef"], dtype=np.float32)  # (4, 384)
+        self._task_b = np.asarray(heads["task"]["intercept"], dtype=np.float32)
+        self._cx_w = np.asarray(heads["complexity"]["coef"], dtype=np.float32)  # (385,)
+        self._cx_b = float(heads["complexity"]["intercept"])
+        self.metadata = heads.get("metrics", {})
+        self._embedder = embedder or MiniLMEmbedder()
+
+    def classify_many(self, texts: list[str]) -> list[Classification]:
+        clipped = [t[:MAX_CHARS] for t in texts]
+        emb = self._embedder.embed(clipped)
+        counts = self._embedder.token_counts(clipped)
+        logits = emb @ self._task_w.T + self._task_b
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        cx = complexity_features(emb, counts) @ self._cx_w + self._cx_b
+        out = []
+        for row, z in zip(probs, cx, strict=True):
+            best = int(row.argmax())
+            out.append(
+                Classification(
+                    task_type=TASK_TYPES[best],
+                    probabilities={t: round(float(p), 4) for t, p in zip(TASK_TYPES, row, strict=True)},
+                    complexity=round(1.0 / (1.0 + math.exp(-float(z))), 4),
+                )
+            )
+        return out
+
+    def classify(self, text: str) -> Classification:
+        return self.classify_many([text])[0]

