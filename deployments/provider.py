@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from ray import serve
 
-from deployments.providers.base import Completion, ProviderRequest, StreamDelta
+from deployments.providers.base import Completion, ProviderAdapter, ProviderRequest, StreamDelta
 from deployments.providers.registry import make_adapter
 from serve_app.config import FusionConfig
 from serve_app.errors import ProviderError
@@ -26,9 +26,15 @@ class ProviderCore:
 
     def __init__(self, provider: str, config: FusionConfig) -> None:
         spec = config.providers[provider]
-        endpoint = spec.endpoint(config.emulator_url(), os.environ)
         self.provider = provider
-        self.emulated = endpoint.emulated
+        self.adapter: ProviderAdapter
+        if spec.local is not None:
+            from deployments.providers.llama_engine import build_local_adapter
+
+            self.adapter = build_local_adapter(provider, spec.local)
+            logger.info("provider %s: self-hosted %s on %s", provider, spec.local.model, spec.local.engine)
+            return
+        endpoint = spec.endpoint(config.emulator_url(), os.environ)
         self.adapter = make_adapter(provider, spec.kind, endpoint)
         where = f"the provider emulator at {endpoint.base_url}" if endpoint.emulated else "the live API"
         logger.info(

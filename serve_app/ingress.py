@@ -34,12 +34,10 @@ class Ingress:
         self.gateway = Gateway(config, self._classify, self._complete, self._stream)
         emulator = config.emulator_url()
         self.modes = {
-            name: "emulated" if not os.environ.get(spec.api_key_env) else "live"
-            for name, spec in config.providers.items()
-            if name in providers
+            name: spec.mode(os.environ) for name, spec in config.providers.items() if name in providers
         }
         for name, mode in self.modes.items():
-            where = f"emulator at {emulator}" if mode == "emulated" else "live API"
+            where = {"emulated": f"emulator at {emulator}", "live": "live API"}.get(mode, mode)
             logger.info("fusion-router: provider %s -> %s", name, where)
 
     def __serve_build_asgi_app__(self) -> Any:

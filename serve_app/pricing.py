@@ -27,6 +27,10 @@ def _known(model: str, provider_id: str) -> bool:
 def call_cost_usd(config: FusionConfig, model: str, usage: Usage) -> float | None:
     """USD for one call of public model ``model``; None when no price is known."""
     spec = config.models[model]
+    local = config.providers[spec.provider].local
+    if local is not None:
+        per_output = local.usd_per_output_token()
+        return usage.input_tokens * per_output * local.input_cost_ratio + usage.output_tokens * per_output
     if spec.price is not None:
         return (
             usage.input_tokens * spec.price.input_per_mtok + usage.output_tokens * spec.price.output_per_mtok

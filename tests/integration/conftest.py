@@ -26,6 +26,14 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
     for provider in data["providers"].values():
         provider["read_timeout_s"] = 1.0
     data["routing"]["first_token_timeout_s"] = 1.0
+    # The Meta models come from the emulator here (OpenAI-compatible, like vLLM's server), so that
+    # fault injection reaches them; the self-hosted engine has its own test in test_llama_provider.
+    data["providers"]["meta"] = {
+        "kind": "openai_compatible",
+        "api_key_env": "FUSION_LLAMA_API_KEY",
+        "read_timeout_s": 1.0,
+    }
+    data["deployments"]["provider_overrides"] = {}
     path: Path = tmp_path_factory.mktemp("cfg") / "config.yaml"
     path.write_text(yaml.safe_dump(data))
 

@@ -9,13 +9,18 @@ from deployments.provider import ProviderCore
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification
 from predictors.task_classifier import EmbeddingClassifier
-from serve_app.config import EmulatorConfig, FusionConfig
+from serve_app.config import EmulatorConfig, FusionConfig, ProviderConfig
 from serve_app.errors import ProviderError
 from serve_app.gateway import Gateway
 
 
 def emulated_config(config: FusionConfig, emulator_url: str, **server: float) -> FusionConfig:
-    updates: dict[str, object] = {"emulator": EmulatorConfig(url=emulator_url)}
+    """Every provider on the emulator; the self-hosted one over the OpenAI-compatible protocol."""
+    providers = {
+        name: ProviderConfig(kind="openai_compatible", api_key_env="FUSION_LLAMA_API_KEY") if p.local else p
+        for name, p in config.providers.items()
+    }
+    updates: dict[str, object] = {"emulator": EmulatorConfig(url=emulator_url), "providers": providers}
     if server:
         updates["server"] = config.server.model_copy(update=server)
     return config.model_copy(update=updates)

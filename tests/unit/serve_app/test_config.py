@@ -34,12 +34,7 @@ def test_default_config_is_the_seed_table(config: FusionConfig) -> None:
     assert table[TaskType.analysis].cost_sensitive == "gemini-2.5-pro"
     assert table[TaskType.simple_queries].primary == "claude-haiku-4-5"
     assert config.provider_model("llama-3.1-8b-instruct") == "meta-llama/Llama-3.1-8B-Instruct"
-    assert {p.kind for p in config.providers.values()} == {
-        "anthropic",
-        "openai",
-        "google",
-        "openai_compatible",
-    }
+    assert {p.kind for p in config.providers.values()} == {"anthropic", "openai", "google", "local_llama"}
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
@@ -101,3 +96,26 @@ def test_endpoint_uses_emulator_without_key(config: FusionConfig) -> None:
 def test_emulator_url_env_override(config: FusionConfig) -> None:
     assert config.emulator_url({"FUSION_EMULATOR_URL": "http://127.0.0.1:1234"}) == "http://127.0.0.1:1234"
     assert config.emulator_url({}) == config.emulator.url
+
+
+def test_local_llama_needs_its_section_and_api_kinds_need_a_key() -> None:
+    data = _raw()
+    data["providers"]["meta"] = {"kind": "local_llama"}
+    with pytest.raises(ConfigError, match=r"providers\.meta: Value error, a local_llama provider needs"):
+        parse_config(data)
+    data = _raw()
+    data["providers"]["openai"] = {"kind": "openai"}
+    with pytest.raises(ConfigError, match="needs api_key_env"):
+        parse_config(data)
+
+
+def test_local_price_comes_from_gpu_hour_and_throughput(config: FusionConfig) -> None:
+    from deployments.providers.base import Usage
+    from serve_app.pricing import call_cost_usd
+
+    local = config.providers["meta"].local
+    assert local is not None
+    per_token = local.gpu_hour_usd / 3600 / local.throughput_tokens_per_s
+    cost = call_cost_usd(config, "llama-3.1-8b-instruct", Usage(input_tokens=1000, output_tokens=100))
+    assert cost == pytest.approx(100 * per_token + 1000 * per_token * local.input_cost_ratio)
+    assert config.providers["meta"].mode({}) == "local:transformers"

@@ -1,0 +1,71 @@
+"""cluster.yaml against the JSON schema the installed Ray ships; the GPU Serve config against Serve's."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from serve_app.app import AppArgs, build_app
+from serve_app.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+
+
+def _cluster() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    return data
+
+
+def test_cluster_yaml_is_valid_for_the_cluster_launcher() -> None:
+    cluster = _cluster()
+    jsonschema.validate(cluster, SCHEMA)
+    types = cluster["available_node_types"]
+    assert cluster["provider"]["type"] == "aws"
+    assert {"head", "cpu_worker", "gpu_worker"} <= set(types)
+    assert types["gpu_worker"]["min_workers"] == 0 and types["gpu_worker"]["max_workers"] >= 1
+    assert any("[gpu]" in cmd for cmd in types["gpu_worker"]["worker_setup_commands"])
+    assert cluster["max_workers"] >= sum(t.get("max_workers", 0) for n, t in types.items() if n != "head") - 2
+
+
+def test_schema_rejects_a_broken_cluster_yaml() -> None:
+    broken = copy.deepcopy(_cluster())
+    broken["available_node_types"]["gpu_worker"]["min_workers"] = "zero"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
+    broken = copy.deepcopy(_cluster())
+    broken["unknown_top_level_key"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
+
+
+@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config_gpu.yaml"])
+def test_serve_configs_are_valid(name: str) -> None:
+    data = yaml.safe_load((ROOT / "serve_app" / name).read_text())
+    ServeDeploySchema.model_validate(data)
+    app = data["applications"][0]
+    assert app["import_path"] == "serve_app.app:build_app"
+    AppArgs.model_validate(app["args"])
+
+
+def test_gpu_config_puts_llama_on_gpus_with_autoscaling() -> None:
+    config = load_config("gpu_config.yaml")
+    for name in ("meta_8b", "meta_70b"):
+        local = config.providers[name].local
+        assert local is not None and local.engine == "vllm"
+        options = config.deployments.for_provider(name).serve_options()
+        assert options["ray_actor_options"]["num_gpus"] >= 1
+        assert options["autoscaling_config"]["max_replicas"] >= 1
+    assert config.providers["meta_70b"].local.tensor_parallel_size == 4  # type: ignore[union-attr]
+    build_app(AppArgs(config_path="gpu_config.yaml"))  # binds without importing vllm
+    import sys
+
+    assert "vllm" not in sys.modules
