@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from deployments.providers.base import Completion, ProviderAdapter, ProviderRequest, StreamDelta
+from deployments.providers.pool import EndpointPool
 from deployments.providers.registry import make_adapter
 from serve_app.config import FusionConfig
 from serve_app.errors import ProviderError
@@ -34,8 +35,13 @@ class ProviderCore:
             self.adapter = build_local_adapter(provider, spec.local)
             logger.info("provider %s: self-hosted %s on %s", provider, spec.local.model, spec.local.engine)
             return
-        endpoint = spec.endpoint(config.emulator_url(), os.environ)
-        self.adapter = make_adapter(provider, spec.kind, endpoint)
+        endpoints = spec.endpoints(config.emulator_url(), os.environ)
+        endpoint = endpoints[0][1]
+        if len(endpoints) == 1:
+            self.adapter = make_adapter(provider, spec.kind, endpoint)
+        else:
+            members = [(name, make_adapter(provider, spec.kind, ep)) for name, ep in endpoints]
+            self.adapter = EndpointPool(provider, members, config.health)
         where = f"the provider emulator at {endpoint.base_url}" if endpoint.emulated else "the live API"
         logger.info(
             "provider %s (%s): %s is %s; serving from %s",

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,10 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments.providers.base import Usage
 from serve_app.config import FusionConfig
 from serve_app.errors import (
-    Attempt,
     FusionError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -33,7 +31,8 @@ from serve_app.errors import (
     PayloadTooLargeError,
     ProviderError,
 )
-from serve_app.gateway import Gateway, RouteInfo, StreamSession
+from serve_app.gateway import Gateway, StreamSession
+from serve_app.route_info import RouteInfo
 from serve_app.routing import POLICIES
 from serve_app.schemas import ChatCompletionRequest, chunk_body, completion_body, parse_request, usage_body
 
@@ -90,8 +89,14 @@ def decode_json(body: bytes) -> Any:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
 
 
-def create_api(config: FusionConfig, gateway: Gateway, provider_modes: dict[str, str]) -> FastAPI:
-    """The FastAPI application. ``provider_modes`` maps provider -> "live" or "emulated"."""
+def create_api(
+    config: FusionConfig,
+    gateway: Gateway,
+    provider_modes: dict[str, str],
+    reset_board: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The FastAPI application. ``provider_modes`` maps provider -> live, emulated or local:<engine>;
+    ``reset_board`` also closes the circuits shared by all ingress replicas."""
     app = FastAPI(
         title="Fusion Router", version="0.1.0", description="OpenAI-compatible multi-provider LLM router"
     )
@@ -130,7 +135,15 @@ def create_api(config: FusionConfig, gateway: Gateway, provider_modes: dict[str,
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "providers": provider_modes}
+        return {"status": "ok", "providers": provider_modes, "circuits": gateway.health.states()}
+
+    @app.post("/v1/router/circuits/reset")
+    async def reset_circuits() -> dict[str, Any]:
+        """Close every circuit breaker (after an incident is over, or between test cases)."""
+        gateway.health.reset()
+        if reset_board is not None:
+            await reset_board()
+        return {"status": "ok", "circuits": gateway.health.states()}
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -194,8 +207,7 @@ async def _sse(
     model = info.served_by.model if info.served_by else chat.model
     created = int(time.time())
     rid = info.request_id
-    finish: str | None = None
-    usage: Usage | None = None
+    finish = "stop"
     try:
         yield _sse_event(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
         try:
@@ -204,15 +216,9 @@ async def _sse(
                     yield _sse_event(chunk_body(rid, model, created, {"content": delta.text}))
                 if delta.finish_reason is not None:
                     finish = delta.finish_reason
-                if delta.usage is not None:
-                    usage = delta.usage
         except ProviderError as exc:
-            # Tokens already reached the client: end with an error event, never a silent truncation.
-            served = info.served_by
-            if served is not None:
-                info.attempts.append(
-                    Attempt(served.provider, served.model, exc.kind, exc.status_code, exc.message)
-                )
+            # Tokens already reached the client and the answer could not be continued: end with an
+            # error event in OpenAI's format, never a silent truncation.
             err = {
                 "message": f"The stream from {exc.provider} broke after it started: {exc.message}",
                 "type": "provider_error",
@@ -221,14 +227,13 @@ async def _sse(
             }
             yield _sse_event({"error": err, "fusion": info.body()})
             return
-        info.settle(config, usage)
-        final = chunk_body(rid, model, created, {}, finish or "stop")
+        final = chunk_body(rid, model, created, {}, finish)
         final["fusion"] = info.body()
         yield _sse_event(final)
         if chat.stream_options is not None and chat.stream_options.include_usage:
             usage_chunk = chunk_body(rid, model, created, {})
             usage_chunk["choices"] = []
-            usage_chunk["usage"] = usage_body(usage or Usage())
+            usage_chunk["usage"] = usage_body(info.usage)
             yield _sse_event(usage_chunk)
         yield "data: [DONE]\n\n"
     finally:

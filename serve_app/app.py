@@ -10,6 +10,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from deployments.classifier import ClassifierDeployment
+from deployments.health import HealthBoard
 from deployments.provider import ProviderDeployment
 from serve_app.config import EmulatorConfig, FusionConfig, load_config
 from serve_app.ingress import Ingress
@@ -32,36 +33,17 @@ def _deployment(obj: object) -> Deployment:
 
 def bind_graph(config: FusionConfig) -> Application:
     d = config.deployments
-    classifier = (
-        _deployment(ClassifierDeployment)
-        .options(
-            num_replicas=d.classifier.num_replicas,
-            max_ongoing_requests=d.classifier.max_ongoing_requests,
-            ray_actor_options={"num_cpus": d.classifier.num_cpus},
-        )
-        .bind(d.classifier)
-    )
+    classifier = _deployment(ClassifierDeployment).options(**d.classifier.serve_options()).bind(d.classifier)
     used = sorted({m.provider for m in config.models.values()})
     providers = {
         name: _deployment(ProviderDeployment)
-        .options(
-            name=f"Provider_{name}",
-            num_replicas=d.provider.num_replicas,
-            max_ongoing_requests=d.provider.max_ongoing_requests,
-            ray_actor_options={"num_cpus": d.provider.num_cpus},
-        )
+        .options(name=f"Provider_{name}", **d.for_provider(name).serve_options())
         .bind(name, config)
         for name in used
     }
-    return (
-        _deployment(Ingress)
-        .options(
-            num_replicas=d.ingress.num_replicas,
-            max_ongoing_requests=d.ingress.max_ongoing_requests,
-            ray_actor_options={"num_cpus": d.ingress.num_cpus},
-        )
-        .bind(config, classifier, providers)
-    )
+    board = _deployment(HealthBoard).bind(config.health)
+    ingress = _deployment(Ingress).options(**d.ingress.serve_options())
+    return ingress.bind(config, classifier, providers, board)
 
 
 def build_app(args: AppArgs) -> Application:

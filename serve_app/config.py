@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deployments.providers.base import Endpoint
+from serve_app.health import BreakerConfig
+from serve_app.retry import RetryConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
@@ -78,12 +80,23 @@ class LocalLlamaConfig(_Strict):
         return self.gpu_hour_usd / 3600.0 / self.throughput_tokens_per_s
 
 
+class EndpointSpec(_Strict):
+    """One more endpoint or key of a provider, load-balanced with the provider's own."""
+
+    name: str
+    api_key_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    base_url: str | None = None
+
+
 class ProviderConfig(_Strict):
     kind: ProviderKind
     api_key_env: str | None = Field(
         default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the variable holding the key"
     )
     base_url: str | None = None
+    extra_endpoints: list[EndpointSpec] = Field(
+        default_factory=list, description="more endpoints or keys: least outstanding requests, then latency"
+    )
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     local: LocalLlamaConfig | None = None
@@ -102,13 +115,32 @@ class ProviderConfig(_Strict):
             return f"local:{self.local.engine}"
         return "live" if self.api_key_env and environ.get(self.api_key_env) else "emulated"
 
-    def endpoint(self, emulator_url: str, environ: Mapping[str, str]) -> Endpoint:
+    def endpoints(self, emulator_url: str, environ: Mapping[str, str]) -> list[tuple[str, Endpoint]]:
+        """(name, endpoint) for the provider's own endpoint and each extra one."""
+        own = [("default", self.endpoint(emulator_url, environ))]
+        return own + [
+            (e.name, self.endpoint(emulator_url, environ, api_key_env=e.api_key_env, base_url=e.base_url))
+            for e in self.extra_endpoints
+        ]
+
+    def endpoint(
+        self,
+        emulator_url: str,
+        environ: Mapping[str, str],
+        api_key_env: str | None = None,
+        base_url: str | None = None,
+    ) -> Endpoint:
         """The real provider when its key is set, the emulator otherwise."""
-        key = environ.get(self.api_key_env, "") if self.api_key_env else ""
+        variable = api_key_env or self.api_key_env
+        key = environ.get(variable, "") if variable else ""
         if key:
-            base_url, emulated = self.base_url, False
+            base_url, emulated = base_url or self.base_url, False
         else:
-            base_url, key, emulated = emulator_url.rstrip("/") + _EMULATOR_PATHS[self.kind], "emulator", True
+            base_url, key, emulated = (
+                base_url or emulator_url.rstrip("/") + _EMULATOR_PATHS[self.kind],
+                "emulator",
+                True,
+            )
         return Endpoint(
             base_url=base_url,
             api_key=key,
@@ -125,6 +157,7 @@ class ModelPrice(_Strict):
 
 class ModelConfig(_Strict):
     provider: str
+    context_window: int = Field(default=128_000, ge=256, description="prompt + output tokens it accepts")
     provider_model: str | None = Field(default=None, description="the provider's ID; defaults to the name")
     price: ModelPrice | None = Field(default=None, description="only for models genai-prices cannot price")
 
@@ -138,7 +171,6 @@ class RouteRow(_Strict):
 class RoutingConfig(_Strict):
     default_policy: Literal["auto", "auto:cost", "auto:quality"] = "auto"
     complexity_threshold: dict[TaskType, float]
-    first_token_timeout_s: float = Field(default=15.0, gt=0)
     table: dict[TaskType, RouteRow]
 
     @field_validator("table", "complexity_threshold")
@@ -169,11 +201,15 @@ class DeploymentOptions(_Strict):
     num_cpus: float = Field(default=0.1, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     max_ongoing_requests: int = Field(default=256, ge=1)
+    graceful_shutdown_timeout_s: float = Field(
+        default=60.0, ge=0, description="how long a replica being replaced drains its in-flight requests"
+    )
     autoscaling: AutoscalingOptions | None = Field(default=None, description="replaces num_replicas when set")
 
     def serve_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }
         if self.autoscaling is None:
@@ -209,6 +245,8 @@ class FusionConfig(_Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     routing: RoutingConfig
+    retry: RetryConfig = RetryConfig()
+    health: BreakerConfig = BreakerConfig()
     deployments: DeploymentsConfig = DeploymentsConfig()
 
     @model_validator(mode="after")

@@ -1,19 +1,18 @@
-"""The request path's core: classify, plan, call candidates in order, account. Plain Python, no Ray.
+"""The request path's core: classify, plan, order candidates by health, call them under one
+deadline with the retry policy, continue broken streams, account. Plain Python, no Ray.
 
 The ingress deployment builds a ``Gateway`` around three callables (classify, call a provider,
 stream from a provider) that go through Ray handles; unit tests build one around in-process
-adapters. Fallback rule: a candidate that fails before anything was sent to the client is
-skipped for the next one; a request the provider rejects as invalid (400/404/422) is not
-retried elsewhere, since every candidate would reject it. One deadline covers all attempts.
+adapters. The retry rules are in ``serve_app/retry.py``, the breakers in ``serve_app/health.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta, Usage
 from predictors.classification import Classification
@@ -21,177 +20,253 @@ from serve_app.config import FusionConfig
 from serve_app.errors import (
     Attempt,
     NoProviderAvailableError,
-    ProviderBadRequestError,
     ProviderError,
     ProviderStreamError,
     ProviderTimeoutError,
 )
-from serve_app.pricing import call_cost_usd
-from serve_app.routing import Candidate, RoutePlan, direct_plan, is_routed, plan_route
+from serve_app.health import HealthRegistry, Outcome
+from serve_app.retry import backoff_s, cool_down_s, is_final
+from serve_app.route_info import Continuation, RouteInfo
+from serve_app.routing import Candidate, direct_plan, extra_candidates, is_routed, plan_route
 from serve_app.schemas import ChatCompletionRequest
 
 Classify = Callable[[str], Awaitable[Classification]]
 CallProvider = Callable[[str, ProviderRequest], Awaitable[Completion]]
 StreamProvider = Callable[[str, ProviderRequest], AsyncIterator[StreamDelta]]
 
-
-@dataclass
-class RouteInfo:
-    """What the router did for one request; rendered as the ``fusion`` object and x-fusion-* headers."""
-
-    request_id: str
-    plan: RoutePlan
-    classification: Classification | None
-    attempts: list[Attempt] = field(default_factory=list)
-    served_by: Candidate | None = None
-    usage: Usage | None = None
-    cost_usd: float | None = None
-    served_model: str | None = None  # the model the provider says answered, when it says so
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def fallbacks(self) -> int:
-        return sum(1 for a in self.attempts if a.error is not None)
-
-    def settle(self, config: FusionConfig, usage: Usage | None) -> None:
-        self.usage = usage
-        if usage is not None and self.served_by is not None:
-            self.cost_usd = call_cost_usd(config, self.served_by.model, usage)
-
-    def body(self) -> dict[str, Any]:
-        served = self.served_by
-        c = self.classification
-        return {
-            "request_id": self.request_id,
-            "model": served.model if served else None,
-            "provider": served.provider if served else None,
-            "provider_model": self.served_model or (served.provider_model if served else None),
-            "slot": served.slot if served else None,
-            "policy": self.plan.policy,
-            "task_type": self.plan.task_type,
-            "complexity": self.plan.complexity,
-            "task_probabilities": c.probabilities if c else None,
-            "candidates": [x.model for x in self.plan.candidates],
-            "fallbacks": [
-                {"provider": a.provider, "model": a.model, "error": a.error, "status": a.status}
-                for a in self.attempts
-                if a.error is not None
-            ],
-            "cost_usd": self.cost_usd,
-            "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
-        }
-
-    def headers(self) -> dict[str, str]:
-        served = self.served_by
-        out = {
-            "x-fusion-request-id": self.request_id,
-            "x-fusion-policy": self.plan.policy,
-            "x-fusion-fallbacks": str(self.fallbacks),
-        }
-        if served is not None:
-            out["x-fusion-model"] = served.model
-            out["x-fusion-provider"] = served.provider
-        if self.plan.task_type is not None:
-            out["x-fusion-task-type"] = self.plan.task_type
-        if self.plan.complexity is not None:
-            out["x-fusion-complexity"] = f"{self.plan.complexity:.3f}"
-        if self.fallbacks:
-            out["x-fusion-attempts"] = ", ".join(a.describe() for a in self.attempts)
-        if self.cost_usd is not None:
-            out["x-fusion-cost-usd"] = f"{self.cost_usd:.8f}"
-        return out
-
-
-@dataclass
-class StreamSession:
-    """A stream whose first token has arrived; ``deltas()`` replays it and continues."""
-
-    info: RouteInfo
-    _first: list[StreamDelta]
-    _rest: AsyncIterator[StreamDelta]
-
-    async def deltas(self) -> AsyncIterator[StreamDelta]:
-        for delta in self._first:
-            yield delta
-        async for delta in self._rest:
-            yield delta
-
-    async def aclose(self) -> None:
-        closer = getattr(self._rest, "aclose", None)
-        if closer is not None:
-            await closer()
+CONTINUE_INSTRUCTION = (
+    "Your previous message was cut off. Continue it exactly where it stopped, without repeating "
+    "any of it and without any preamble."
+)
 
 
 class Gateway:
     def __init__(
-        self, config: FusionConfig, classify: Classify, call: CallProvider, stream: StreamProvider
+        self,
+        config: FusionConfig,
+        classify: Classify,
+        call: CallProvider,
+        stream: StreamProvider,
+        health: HealthRegistry | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self.retry = config.retry
+        self.health = health or HealthRegistry(config.health)
         self._classify = classify
         self._call = call
         self._stream = stream
+        self._rng = rng or random.Random()
 
     async def plan(self, request: ChatCompletionRequest, request_id: str) -> RouteInfo:
         if not is_routed(request.model):
-            return RouteInfo(request_id, direct_plan(request.model, self.config), None)
-        classification = await self._classify(request.routing_text())
-        return RouteInfo(request_id, plan_route(classification, request.model, self.config), classification)
+            info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
+        else:
+            classification = await self._classify(request.routing_text())
+            info = RouteInfo(
+                request_id, plan_route(classification, request.model, self.config), classification
+            )
+        info.candidates = list(info.plan.candidates)
+        if info.plan.policy != "direct":
+            info.candidates += extra_candidates(info.plan, self.config, request.estimated_tokens())
+        return info
 
-    def _deadline(self) -> float:
-        return time.monotonic() + self.config.server.request_timeout_s
+    # -- one call, with its outcome fed to the breakers ---------------------------------------------
+
+    def _key(self, candidate: Candidate) -> tuple[str, str]:
+        return (candidate.provider, candidate.model)
+
+    def _fail(self, info: RouteInfo, candidate: Candidate, exc: ProviderError, started: float) -> None:
+        latency = time.monotonic() - started
+        self.health.record(Outcome(self._key(candidate), False, latency, cool_down_s(exc, self.retry)))
+        info.attempts.append(
+            Attempt(candidate.provider, candidate.model, exc.kind, exc.status_code, exc.message)
+        )
+
+    def _succeed(self, info: RouteInfo, candidate: Candidate, started: float) -> None:
+        self.health.record(Outcome(self._key(candidate), True, time.monotonic() - started))
+        info.served_by = candidate
+        info.attempts.append(Attempt(candidate.provider, candidate.model))
+
+    async def _rounds(self, info: RouteInfo, deadline: float, exclude: set[str]) -> AsyncIterator[Candidate]:
+        """Candidates in retry order: each round skips open circuits; rounds after the first wait a
+        jittered backoff. When every circuit is open, the first round tries them anyway."""
+        for round_index in range(self.retry.max_rounds):
+            if round_index:
+                pause = backoff_s(round_index, self.retry, self._rng)
+                if time.monotonic() + pause >= deadline:
+                    return
+                await asyncio.sleep(pause)
+            pool = [c for c in info.candidates if c.model not in exclude]
+            allowed = [c for c in pool if self.health.allow(self._key(c))]
+            for c in pool:
+                if c not in allowed and round_index == 0:
+                    info.skipped.append(c.model)
+            if not allowed and round_index == 0:
+                allowed = pool
+            for candidate in allowed:
+                if time.monotonic() >= deadline:
+                    return
+                yield candidate
+
+    # -- non-streaming ----------------------------------------------------------------------------
 
     async def complete(self, request: ChatCompletionRequest, info: RouteInfo) -> Completion:
-        deadline = self._deadline()
-        for candidate in info.plan.candidates:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        deadline = time.monotonic() + self.config.server.request_timeout_s
+        async for candidate in self._rounds(info, deadline, set()):
+            started = time.monotonic()
+            timeout = min(deadline - started, self.retry.attempt_timeout_s)
             try:
                 result = await asyncio.wait_for(
                     self._call(candidate.provider, request.to_provider_request(candidate.provider_model)),
-                    timeout=remaining,
+                    timeout=timeout,
                 )
             except TimeoutError:
-                info.attempts.append(_failed(candidate, _timeout(candidate, "request deadline reached")))
-                break
+                self._fail(info, candidate, _timeout(candidate, f"no answer in {timeout:.1f}s"), started)
+                continue
             except ProviderError as exc:
-                info.attempts.append(_failed(candidate, exc))
-                if isinstance(exc, ProviderBadRequestError):
+                self._fail(info, candidate, exc, started)
+                if is_final(exc):
                     raise
                 continue
-            info.served_by = candidate
+            self._succeed(info, candidate, started)
             info.served_model = result.provider_model or None
-            info.attempts.append(Attempt(candidate.provider, candidate.model))
-            info.settle(self.config, result.usage)
+            info.charge(self.config, candidate, result.usage)
             return result
         raise _exhausted(info.attempts)
 
-    async def open_stream(self, request: ChatCompletionRequest, info: RouteInfo) -> StreamSession:
+    # -- streaming ----------------------------------------------------------------------------------
+
+    async def open_stream(
+        self, request: ChatCompletionRequest, info: RouteInfo, exclude: set[str] | None = None
+    ) -> StreamSession:
         """Start a stream on the first candidate that yields a token before its timeout."""
-        deadline = self._deadline()
-        for candidate in info.plan.candidates:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        deadline = time.monotonic() + self.config.server.request_timeout_s
+        session = await self._open_segment(request, info, deadline, exclude or set())
+        return StreamSession(self, request, info, session)
+
+    async def _open_segment(
+        self, request: ChatCompletionRequest, info: RouteInfo, deadline: float, exclude: set[str]
+    ) -> Segment:
+        async for candidate in self._rounds(info, deadline, exclude):
+            started = time.monotonic()
             stream = self._stream(candidate.provider, request.to_provider_request(candidate.provider_model))
             first: list[StreamDelta] = []
+            wait = min(deadline - started, self.retry.first_token_timeout_s)
             try:
-                wait = min(remaining, self.config.routing.first_token_timeout_s)
                 await asyncio.wait_for(_until_content(stream, first, candidate), timeout=wait)
             except TimeoutError:
                 await _close(stream)
-                info.attempts.append(_failed(candidate, _timeout(candidate, "no first token in time")))
+                self._fail(info, candidate, _timeout(candidate, f"no first token in {wait:.1f}s"), started)
                 continue
             except ProviderError as exc:
                 await _close(stream)
-                info.attempts.append(_failed(candidate, exc))
-                if isinstance(exc, ProviderBadRequestError):
+                self._fail(info, candidate, exc, started)
+                if is_final(exc):
                     raise
                 continue
             info.served_by = candidate
-            info.attempts.append(Attempt(candidate.provider, candidate.model))
-            return StreamSession(info, first, stream)
+            return Segment(candidate, started, first, stream)
         raise _exhausted(info.attempts)
+
+
+@dataclass
+class Segment:
+    """One provider stream that produced its first token."""
+
+    candidate: Candidate
+    started: float
+    first: list[StreamDelta]
+    rest: AsyncIterator[StreamDelta]
+    text: str = ""
+    usage: Usage | None = None
+
+
+@dataclass
+class StreamSession:
+    """A stream whose first token has arrived; ``deltas()`` replays it, continues it, and when the
+    provider breaks after tokens were sent, continues the answer on another candidate."""
+
+    gateway: Gateway
+    request: ChatCompletionRequest
+    info: RouteInfo
+    segment: Segment
+    sent: list[str] = field(default_factory=list)
+
+    @property
+    def allow_continuation(self) -> bool:
+        return self.request.fusion is None or self.request.fusion.allow_continuation
+
+    async def deltas(self) -> AsyncIterator[StreamDelta]:
+        gw, info = self.gateway, self.info
+        deadline = self.segment.started + gw.config.server.request_timeout_s
+        while True:
+            seg = self.segment
+            finish: StreamDelta | None = None
+            try:
+                async for delta in _segment_deltas(seg, gw.retry.inter_token_timeout_s):
+                    if delta.text:
+                        self.sent.append(delta.text)
+                        seg.text += delta.text
+                    if delta.usage is not None:
+                        seg.usage = delta.usage
+                    if delta.finish_reason is not None:
+                        finish = delta  # held back until the segment is accounted for
+                        continue
+                    yield StreamDelta(text=delta.text)
+            except ProviderError as exc:
+                gw._fail(info, seg.candidate, exc, seg.started)
+                info.charge(gw.config, seg.candidate, self._estimate(seg), estimated=True)
+                if not self.allow_continuation or is_final(exc):
+                    raise
+                failed = {a.model for a in info.attempts if a.error is not None}
+                try:
+                    self.segment = await gw._open_segment(self._continuation(), info, deadline, failed)
+                except NoProviderAvailableError:
+                    raise exc from None
+                info.continuations.append(
+                    Continuation(
+                        seg.candidate.model, self.segment.candidate.model, len("".join(self.sent)), exc.kind
+                    )
+                )
+                continue
+            gw._succeed(info, seg.candidate, seg.started)
+            info.charge(
+                gw.config, seg.candidate, seg.usage or self._estimate(seg), estimated=seg.usage is None
+            )
+            yield StreamDelta(finish_reason=finish.finish_reason if finish else "stop", usage=info.usage)
+            return
+
+    def _continuation(self) -> ChatCompletionRequest:
+        """The original conversation, the text already sent as an assistant turn, and the ask to go on."""
+        return self.request.continued("".join(self.sent), CONTINUE_INSTRUCTION)
+
+    def _estimate(self, seg: Segment) -> Usage:
+        prompt_chars = sum(len(m.text()) for m in self.request.messages)
+        return Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=max(1, len(seg.text) // 4))
+
+    async def aclose(self) -> None:
+        await _close(self.segment.rest)
+
+
+async def _segment_deltas(seg: Segment, inter_token_timeout_s: float) -> AsyncIterator[StreamDelta]:
+    for delta in seg.first:
+        yield delta
+    seg.first = []
+    iterator = seg.rest.__aiter__()
+    while True:
+        try:
+            delta = await asyncio.wait_for(iterator.__anext__(), timeout=inter_token_timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            await _close(seg.rest)
+            raise ProviderTimeoutError(
+                f"stream stalled for {inter_token_timeout_s:.1f}s",
+                provider=seg.candidate.provider,
+                model=seg.candidate.model,
+            ) from None
+        yield delta
 
 
 async def _until_content(
@@ -218,10 +293,6 @@ async def _close(stream: AsyncIterator[StreamDelta]) -> None:
 
 def _timeout(candidate: Candidate, why: str) -> ProviderTimeoutError:
     return ProviderTimeoutError(why, provider=candidate.provider, model=candidate.model)
-
-
-def _failed(candidate: Candidate, exc: ProviderError) -> Attempt:
-    return Attempt(candidate.provider, candidate.model, exc.kind, exc.status_code, exc.message)
 
 
 def _exhausted(attempts: list[Attempt]) -> NoProviderAvailableError:

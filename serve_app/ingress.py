@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from serve_app.api import create_api
 from serve_app.config import FusionConfig
 from serve_app.errors import ProviderConnectionError, ProviderError
 from serve_app.gateway import Gateway
+from serve_app.health import HealthRegistry
 
 logger = logging.getLogger("ray.serve")
 
@@ -24,14 +26,21 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    def __init__(
-        self, config: FusionConfig, classifier: DeploymentHandle, providers: dict[str, DeploymentHandle]
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self,
+        config: FusionConfig,
+        classifier: DeploymentHandle,
+        providers: dict[str, DeploymentHandle],
+        board: DeploymentHandle,
     ) -> None:
         self._config = config
         self._classifier = classifier
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
-        self.gateway = Gateway(config, self._classify, self._complete, self._stream)
+        self.health = HealthRegistry(config.health)
+        self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
+        self._board = board
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync_health())
         emulator = config.emulator_url()
         self.modes = {
             name: spec.mode(os.environ) for name, spec in config.providers.items() if name in providers
@@ -41,7 +50,23 @@ class Ingress:
             logger.info("fusion-router: provider %s -> %s", name, where)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self._config, self.gateway, self.modes)
+        return create_api(self._config, self.gateway, self.modes, self._reset_board)
+
+    async def _reset_board(self) -> None:
+        await self._board.reset.remote()
+
+    async def _sync_health(self) -> None:
+        """Share this replica's call outcomes with the board and adopt the circuits it opened."""
+        interval = self._config.health.sync_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            outcomes = self.health.drain()
+            try:
+                remote_open = await self._board.sync.remote(outcomes)
+            except RayError as exc:  # the board restarts on its own; keep serving on local health
+                logger.warning("health sync failed: %s", type(exc).__name__)
+                continue
+            self.health.adopt(remote_open)
 
     async def _classify(self, text: str) -> Classification:
         result: Classification = await self._classifier.classify.remote(text)

@@ -82,3 +82,14 @@ def plan_route(classification: Classification, policy: str, config: FusionConfig
             seen.add(name)
             candidates.append(_candidate(config, name, slot))
     return RoutePlan(policy, tuple(candidates), task.value, classification.complexity)
+
+
+def extra_candidates(plan: RoutePlan, config: FusionConfig, estimated_tokens: int) -> list[Candidate]:
+    """Every other configured model whose context window fits the request, after the table's row,
+    so that an outage of two providers still serves (the gateway skips unhealthy ones)."""
+    taken = {c.model for c in plan.candidates}
+    return [
+        _candidate(config, name, "extended")
+        for name, spec in config.models.items()
+        if name not in taken and spec.context_window >= estimated_tokens
+    ]

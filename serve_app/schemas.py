@@ -35,6 +35,13 @@ class Message(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class FusionOptions(BaseModel):
+    """Router options a client may send in the body's ``fusion`` field (extra_body in the SDKs)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    allow_continuation: bool = True  # a stream broken after tokens were sent goes on on another model
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
@@ -81,6 +88,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: Annotated[float | None, Field(ge=0, le=1)] = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
+    fusion: FusionOptions | None = None
 
     @field_validator("messages")
     @classmethod
@@ -117,6 +125,20 @@ class ChatCompletionRequest(BaseModel):
             top_p=self.top_p,
             stop=stop or None,
         )
+
+    def estimated_tokens(self) -> int:
+        """Prompt plus requested output, estimated before routing (4 characters a token)."""
+        prompt = sum(len(m.text()) for m in self.messages) // 4 + 4 * len(self.messages)
+        return prompt + (self.max_completion_tokens or self.max_tokens or 0)
+
+    def continued(self, sent_text: str, instruction: str) -> ChatCompletionRequest:
+        """This conversation with the partial answer as an assistant turn and a request to go on."""
+        messages = [
+            *self.messages,
+            Message(role="assistant", content=sent_text),
+            Message(role="user", content=instruction),
+        ]
+        return self.model_copy(update={"messages": messages})
 
     def routing_text(self) -> str:
         """What the classifier reads: the last user turn (the one the answer is for)."""

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -25,7 +26,9 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     for provider in data["providers"].values():
         provider["read_timeout_s"] = 1.0
-    data["routing"]["first_token_timeout_s"] = 1.0
+    data["retry"]["first_token_timeout_s"] = 1.0
+    data["retry"]["inter_token_timeout_s"] = 1.0
+    data["retry"]["attempt_timeout_s"] = 2.0
     # The Meta models come from the emulator here (OpenAI-compatible, like vLLM's server), so that
     # fault injection reaches them; the self-hosted engine has its own test in test_llama_provider.
     data["providers"]["meta"] = {
@@ -48,3 +51,11 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _closed_circuits(request: pytest.FixtureRequest) -> None:
+    """Each test starts with every circuit closed (breakers remember earlier tests' faults)."""
+    if "router" in request.fixturenames:
+        url = request.getfixturevalue("router")
+        httpx.post(f"{url}/v1/router/circuits/reset", timeout=10).raise_for_status()

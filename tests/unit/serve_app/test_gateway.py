@@ -88,7 +88,7 @@ async def test_stream_falls_back_before_first_token(
     emu: EmulatorServer, config: FusionConfig, fault: dict[str, object]
 ) -> None:
     cfg = emulated_config(config, emu.url)
-    cfg = cfg.model_copy(update={"routing": cfg.routing.model_copy(update={"first_token_timeout_s": 0.5})})
+    cfg = cfg.model_copy(update={"retry": cfg.retry.model_copy(update={"first_token_timeout_s": 0.5})})
     gateway = inprocess_gateway(cfg)
     set_fault(emu, "claude-sonnet-4-5", **fault)
     chat = _chat(stream=True)
@@ -134,8 +134,10 @@ async def test_all_candidates_down(
     with pytest.raises(NoProviderAvailableError) as err:
         await gateway.complete(chat, info)  # type: ignore[arg-type]
     assert err.value.http_status == status
-    assert [a.model for a in err.value.attempts] == ["claude-sonnet-4-5", "gpt-4.1", "gpt-4o-mini"]
-    assert "gpt-4o-mini" in err.value.message
+    tried = [a.model for a in err.value.attempts]
+    assert tried[:3] == ["claude-sonnet-4-5", "gpt-4.1", "gpt-4o-mini"]  # the table's row first
+    assert set(tried) == set(cfg.models)  # then every other configured model
+    assert "gemini-2.5-pro" in err.value.message
 
 
 async def test_one_deadline_covers_all_attempts(emu: EmulatorServer, config: FusionConfig) -> None:

@@ -1,0 +1,106 @@
+"""What the router did for one request: rendered as the ``fusion`` object and x-fusion-* headers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployments.providers.base import Usage
+from predictors.classification import Classification
+from serve_app.config import FusionConfig
+from serve_app.errors import Attempt
+from serve_app.pricing import call_cost_usd
+from serve_app.routing import Candidate, RoutePlan
+
+
+@dataclass
+class Continuation:
+    """A stream that broke after tokens were sent and was continued on another model."""
+
+    from_model: str
+    to_model: str
+    after_chars: int
+    error: str
+
+
+@dataclass
+class RouteInfo:
+    request_id: str
+    plan: RoutePlan
+    classification: Classification | None
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # candidates passed over: circuit open or cooling down
+    candidates: list[Candidate] = field(default_factory=list)  # the full ordered list that was considered
+    continuations: list[Continuation] = field(default_factory=list)
+    served_by: Candidate | None = None
+    served_model: str | None = None  # the model the provider says answered, when it says so
+    usage: Usage = field(default_factory=Usage)
+    usage_estimated: bool = False
+    cost_usd: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def fallbacks(self) -> int:
+        return sum(1 for a in self.attempts if a.error is not None)
+
+    def charge(
+        self, config: FusionConfig, candidate: Candidate, usage: Usage, estimated: bool = False
+    ) -> None:
+        """Add one call's tokens and cost (a continued stream is charged for every segment)."""
+        self.usage = Usage(
+            input_tokens=self.usage.input_tokens + usage.input_tokens,
+            output_tokens=self.usage.output_tokens + usage.output_tokens,
+            cached_tokens=self.usage.cached_tokens + usage.cached_tokens,
+            reasoning_tokens=self.usage.reasoning_tokens + usage.reasoning_tokens,
+        )
+        self.usage_estimated = self.usage_estimated or estimated
+        cost = call_cost_usd(config, candidate.model, usage)
+        if cost is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + cost
+
+    def body(self) -> dict[str, Any]:
+        served = self.served_by
+        c = self.classification
+        return {
+            "request_id": self.request_id,
+            "model": served.model if served else None,
+            "provider": served.provider if served else None,
+            "provider_model": self.served_model or (served.provider_model if served else None),
+            "slot": served.slot if served else None,
+            "policy": self.plan.policy,
+            "task_type": self.plan.task_type,
+            "complexity": self.plan.complexity,
+            "task_probabilities": c.probabilities if c else None,
+            "candidates": [x.model for x in (self.candidates or list(self.plan.candidates))],
+            "fallbacks": [
+                {"provider": a.provider, "model": a.model, "error": a.error, "status": a.status}
+                for a in self.attempts
+                if a.error is not None
+            ],
+            "skipped": self.skipped,
+            "continuations": [vars(x) for x in self.continuations],
+            "cost_usd": self.cost_usd,
+            "usage_estimated": self.usage_estimated,
+            "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
+        }
+
+    def headers(self) -> dict[str, str]:
+        served = self.served_by
+        out = {
+            "x-fusion-request-id": self.request_id,
+            "x-fusion-policy": self.plan.policy,
+            "x-fusion-fallbacks": str(self.fallbacks),
+        }
+        if served is not None:
+            out["x-fusion-model"] = served.model
+            out["x-fusion-provider"] = served.provider
+        if self.plan.task_type is not None:
+            out["x-fusion-task-type"] = self.plan.task_type
+        if self.plan.complexity is not None:
+            out["x-fusion-complexity"] = f"{self.plan.complexity:.3f}"
+        if self.fallbacks:
+            out["x-fusion-attempts"] = ", ".join(a.describe() for a in self.attempts)
+        if self.cost_usd is not None:
+            out["x-fusion-cost-usd"] = f"{self.cost_usd:.8f}"
+        return out
