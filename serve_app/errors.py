@@ -41,10 +41,11 @@ class FusionError(Exception):
     type: ClassVar[str] = "api_error"
     code: ClassVar[str | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self._code = code
 
     @property
     def http_status(self) -> int:
@@ -52,7 +53,7 @@ class FusionError(Exception):
 
     @property
     def error_code(self) -> str | None:
-        return self.code
+        return self._code or self.code
 
     def envelope(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ from predictors.classification import Classification
 from serve_app.config import FusionConfig
 from serve_app.errors import (
     Attempt,
+    InvalidRequestError,
     NoProviderAvailableError,
     ProviderError,
     ProviderStreamError,
@@ -66,9 +67,20 @@ class Gateway:
             info = RouteInfo(
                 request_id, plan_route(classification, request.model, self.config), classification
             )
-        info.candidates = list(info.plan.candidates)
-        if info.plan.policy != "direct":
-            info.candidates += extra_candidates(info.plan, self.config, request.estimated_tokens())
+        if info.plan.policy == "direct":
+            info.candidates = list(info.plan.candidates)
+            return info
+        needed = request.estimated_tokens()
+        fits = [c for c in info.plan.candidates if self.config.models[c.model].context_window >= needed]
+        info.candidates = fits + extra_candidates(info.plan, self.config, needed)
+        if not info.candidates:
+            largest = max(m.context_window for m in self.config.models.values())
+            raise InvalidRequestError(
+                f"The request needs about {needed} tokens; the largest context window of any configured "
+                f"model is {largest} tokens.",
+                param="messages",
+                code="context_length_exceeded",
+            )
         return info
 
     # -- one call, with its outcome fed to the breakers ---------------------------------------------

@@ -69,3 +69,17 @@ def test_gpu_config_puts_llama_on_gpus_with_autoscaling() -> None:
     import sys
 
     assert "vllm" not in sys.modules
+
+
+def test_bound_graph_carries_the_llama_gpu_options() -> None:
+    """build_app must hand each deployment its configured options (GPUs, autoscaling, drain)."""
+    app = build_app(AppArgs(config_path="gpu_config.yaml"))
+    ingress: Any = app._bound_deployment
+    providers = ingress.init_args[2]
+    meta: Any = providers["meta_8b"]._bound_deployment
+    assert meta.ray_actor_options["num_gpus"] == 1.0 and meta.ray_actor_options["num_cpus"] == 4.0
+    assert meta._deployment_config.autoscaling_config.max_replicas == 4
+    assert meta._deployment_config.graceful_shutdown_timeout_s == 60.0
+    assert providers["meta_70b"]._bound_deployment.ray_actor_options["num_gpus"] == 4.0
+    assert providers["openai"]._bound_deployment._deployment_config.max_ongoing_requests == 1024
+    assert ingress._deployment_config.autoscaling_config.min_replicas == 2
