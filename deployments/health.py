@@ -18,12 +18,17 @@ from serve_app.health import BreakerConfig, HealthRegistry, Key, Outcome, merge
 class HealthBoard:
     def __init__(self, config: BreakerConfig) -> None:
         self.registry = HealthRegistry(config)
+        self.epoch = 0  # bumped by reset, so that every replica drops its local state too
 
-    def sync(self, outcomes: list[Outcome]) -> dict[Key, float]:
-        return merge(self.registry, outcomes)
+    def sync(self, outcomes: list[Outcome], epoch: int) -> tuple[dict[Key, float], int]:
+        """Merge a replica's outcomes (unless they predate the last reset); answer the open circuits."""
+        if epoch != self.epoch:
+            outcomes = []
+        return merge(self.registry, outcomes), self.epoch
 
     def states(self) -> dict[str, str]:
         return self.registry.states()
 
     def reset(self) -> None:
         self.registry.reset()
+        self.epoch += 1

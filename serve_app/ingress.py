@@ -40,6 +40,7 @@ class Ingress:
         self.health = HealthRegistry(config.health)
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
         self._board = board
+        self._epoch = 0
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_health())
         emulator = config.emulator_url()
         self.modes = {
@@ -62,10 +63,13 @@ class Ingress:
             await asyncio.sleep(interval)
             outcomes = self.health.drain()
             try:
-                remote_open = await self._board.sync.remote(outcomes)
+                remote_open, epoch = await self._board.sync.remote(outcomes, self._epoch)
             except RayError as exc:  # the board restarts on its own; keep serving on local health
                 logger.warning("health sync failed: %s", type(exc).__name__)
                 continue
+            if epoch != self._epoch:  # an operator reset every circuit
+                self.health.reset()
+                self._epoch = epoch
             self.health.adopt(remote_open)
 
     async def _classify(self, text: str) -> Classification:

@@ -35,11 +35,13 @@ def emulator() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def emu(emulator: EmulatorServer) -> Iterator[EmulatorServer]:
-    """The session emulator, with faults and counters cleared before and after the test."""
+    """The session emulator, with faults and counters cleared and no delays, before and after the test."""
     httpx.delete(f"{emulator.url}/admin/faults")
     httpx.delete(f"{emulator.url}/admin/stats")
+    httpx.put(f"{emulator.url}/admin/latency_scale", json={"scale": 0.0})
     yield emulator
     httpx.delete(f"{emulator.url}/admin/faults")
+    httpx.put(f"{emulator.url}/admin/latency_scale", json={"scale": 0.0})
 
 
 @pytest.fixture(scope="session")

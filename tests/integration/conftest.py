@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +39,11 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
         "read_timeout_s": 1.0,
     }
     data["deployments"]["provider_overrides"] = {}
+    # Two ingress replicas, so that health sharing between replicas is exercised.
+    data["deployments"]["ingress"] = {"num_replicas": 2, "num_cpus": 0.25, "max_ongoing_requests": 256}
     path: Path = tmp_path_factory.mktemp("cfg") / "config.yaml"
     path.write_text(yaml.safe_dump(data))
+    os.environ["FUSION_TEST_CONFIG"] = str(path)
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     port = free_port()
@@ -59,3 +64,4 @@ def _closed_circuits(request: pytest.FixtureRequest) -> None:
     if "router" in request.fixturenames:
         url = request.getfixturevalue("router")
         httpx.post(f"{url}/v1/router/circuits/reset", timeout=10).raise_for_status()
+        time.sleep(0.6)  # every ingress replica picks the reset up at its next health sync
