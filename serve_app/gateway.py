@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta, Usage
 from predictors.classification import Classification
@@ -26,11 +27,12 @@ from serve_app.errors import (
     ProviderTimeoutError,
 )
 from serve_app.health import HealthRegistry, Outcome
-from serve_app.retry import backoff_s, cool_down_s, is_final
+from serve_app.retry import HedgeBudget, backoff_s, cool_down_s, is_final
 from serve_app.route_info import Continuation, RouteInfo
 from serve_app.routing import Candidate, direct_plan, extra_candidates, is_routed, plan_route
 from serve_app.schemas import ChatCompletionRequest
 
+T = TypeVar("T")
 Classify = Callable[[str], Awaitable[Classification]]
 CallProvider = Callable[[str, ProviderRequest], Awaitable[Completion]]
 StreamProvider = Callable[[str, ProviderRequest], AsyncIterator[StreamDelta]]
@@ -58,6 +60,7 @@ class Gateway:
         self._call = call
         self._stream = stream
         self._rng = rng or random.Random()
+        self._hedges = HedgeBudget(self.retry.hedge_budget)
 
     async def plan(self, request: ChatCompletionRequest, request_id: str) -> RouteInfo:
         if not is_routed(request.model):
@@ -100,7 +103,9 @@ class Gateway:
         info.served_by = candidate
         info.attempts.append(Attempt(candidate.provider, candidate.model))
 
-    async def _rounds(self, info: RouteInfo, deadline: float, exclude: set[str]) -> AsyncIterator[Candidate]:
+    async def _rounds(
+        self, info: RouteInfo, deadline: float, exclude: set[str]
+    ) -> AsyncGenerator[Candidate, None]:
         """Candidates in retry order: each round skips open circuits; rounds after the first wait a
         jittered backoff. When every circuit is open, the first round tries them anyway."""
         for round_index in range(self.retry.max_rounds):
@@ -121,31 +126,112 @@ class Gateway:
                     return
                 yield candidate
 
+    # -- attempts, hedged -----------------------------------------------------------------------------
+
+    def _hedge_after(self, candidate: Candidate, stream: bool) -> float | None:
+        """When an attempt counts as slow enough to start the next candidate beside it: twice the
+        model's usual latency (time to first token for streams), and never before hedge_after_s."""
+        if self.retry.hedge_after_s is None:
+            return None
+        usual = self.health.usual_latency(self._key(candidate), first_token=stream)
+        return max(self.retry.hedge_after_s, 2.0 * usual) if usual is not None else self.retry.hedge_after_s
+
+    async def _race(
+        self,
+        info: RouteInfo,
+        deadline: float,
+        exclude: set[str],
+        attempt: Callable[[Candidate, float], Coroutine[Any, Any, T]],
+        stream: bool,
+    ) -> tuple[Candidate, float, T]:
+        """Attempts in retry order. When the attempt in flight is slow, the next candidate starts
+        beside it (up to ``retry.max_in_flight``); the first success wins and the others are
+        cancelled; each failure is recorded and the next candidate starts."""
+        order = self._rounds(info, deadline, exclude)
+        self._hedges.request(time.monotonic())
+        pending: dict[asyncio.Task[T], tuple[Candidate, float, int]] = {}
+        more = True
+        hedging = True
+
+        async def launch() -> bool:
+            candidate = await anext(order, None)
+            if candidate is None:
+                return False
+            started = time.monotonic()
+            task = asyncio.create_task(attempt(candidate, min(deadline, started + self._budget(stream))))
+            pending[task] = (candidate, started, self.health.begin(self._key(candidate)))
+            return True
+
+        async def cancel_all(winner_started: float | None = None) -> None:
+            now = time.monotonic()
+            for task, (candidate, started, token) in list(pending.items()):
+                task.cancel()
+                self.health.end(self._key(candidate), token)
+                if winner_started is not None and started < winner_started:
+                    # overtaken by a later attempt: it was too slow, and its breaker should know
+                    self.health.record(Outcome(self._key(candidate), False, now - started))
+            await asyncio.gather(*pending, return_exceptions=True)
+            pending.clear()
+
+        try:
+            more = await launch()
+            while pending:
+                newest = max(pending.values(), key=lambda v: v[1])
+                hedge_at = self._hedge_after(newest[0], stream)
+                can_hedge = (
+                    hedging and more and hedge_at is not None and len(pending) < self.retry.max_in_flight
+                )
+                wait = max(0.0, newest[1] + hedge_at - time.monotonic()) if can_hedge and hedge_at else None
+                done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    if self._hedges.try_hedge(time.monotonic()):
+                        info.hedged.append(newest[0].model)
+                        more = await launch()
+                    else:
+                        hedging = False  # over budget: this request waits its attempt out
+                    continue
+                for task in done:
+                    candidate, started, token = pending.pop(task)
+                    self.health.end(self._key(candidate), token)
+                    error = task.exception()
+                    if error is None:
+                        await cancel_all(winner_started=started)
+                        return candidate, started, task.result()
+                    if not isinstance(error, ProviderError):
+                        raise error
+                    self._fail(info, candidate, error, started)
+                    if is_final(error):
+                        raise error
+                if not pending and more:
+                    more = await launch()
+        finally:
+            await cancel_all()
+            await order.aclose()
+        raise _exhausted(info.attempts)
+
+    def _budget(self, stream: bool) -> float:
+        return self.retry.first_token_timeout_s if stream else self.retry.attempt_timeout_s
+
     # -- non-streaming ----------------------------------------------------------------------------
 
     async def complete(self, request: ChatCompletionRequest, info: RouteInfo) -> Completion:
         deadline = time.monotonic() + self.config.server.request_timeout_s
-        async for candidate in self._rounds(info, deadline, set()):
-            started = time.monotonic()
-            timeout = min(deadline - started, self.retry.attempt_timeout_s)
+
+        async def attempt(candidate: Candidate, until: float) -> Completion:
+            timeout = until - time.monotonic()
             try:
-                result = await asyncio.wait_for(
+                return await asyncio.wait_for(
                     self._call(candidate.provider, request.to_provider_request(candidate.provider_model)),
                     timeout=timeout,
                 )
             except TimeoutError:
-                self._fail(info, candidate, _timeout(candidate, f"no answer in {timeout:.1f}s"), started)
-                continue
-            except ProviderError as exc:
-                self._fail(info, candidate, exc, started)
-                if is_final(exc):
-                    raise
-                continue
-            self._succeed(info, candidate, started)
-            info.served_model = result.provider_model or None
-            info.charge(self.config, candidate, result.usage)
-            return result
-        raise _exhausted(info.attempts)
+                raise _timeout(candidate, f"no answer in {timeout:.1f}s") from None
+
+        candidate, started, result = await self._race(info, deadline, set(), attempt, stream=False)
+        self._succeed(info, candidate, started)
+        info.served_model = result.provider_model or None
+        info.charge(self.config, candidate, result.usage)
+        return result
 
     # -- streaming ----------------------------------------------------------------------------------
 
@@ -160,26 +246,25 @@ class Gateway:
     async def _open_segment(
         self, request: ChatCompletionRequest, info: RouteInfo, deadline: float, exclude: set[str]
     ) -> Segment:
-        async for candidate in self._rounds(info, deadline, exclude):
+        async def attempt(candidate: Candidate, until: float) -> Segment:
             started = time.monotonic()
             stream = self._stream(candidate.provider, request.to_provider_request(candidate.provider_model))
             first: list[StreamDelta] = []
-            wait = min(deadline - started, self.retry.first_token_timeout_s)
+            wait = until - started
             try:
                 await asyncio.wait_for(_until_content(stream, first, candidate), timeout=wait)
             except TimeoutError:
                 await _close(stream)
-                self._fail(info, candidate, _timeout(candidate, f"no first token in {wait:.1f}s"), started)
-                continue
-            except ProviderError as exc:
+                raise _timeout(candidate, f"no first token in {wait:.1f}s") from None
+            except BaseException:  # a provider error, or cancelled because another candidate won
                 await _close(stream)
-                self._fail(info, candidate, exc, started)
-                if is_final(exc):
-                    raise
-                continue
-            info.served_by = candidate
+                raise
+            self.health.note_first_token(self._key(candidate), time.monotonic() - started)
             return Segment(candidate, started, first, stream)
-        raise _exhausted(info.attempts)
+
+        candidate, _, segment = await self._race(info, deadline, exclude, attempt, stream=True)
+        info.served_by = candidate
+        return segment
 
 
 @dataclass

@@ -14,7 +14,11 @@ Breaker states:
 - half-open: up to ``probes`` calls at a time are let through; ``probe_successes`` successes close
   the breaker, one failure re-opens it.
 
-Latency feeds an exponentially weighted mean per key that the router reads as a tie-breaker.
+Slow calls: when ``slow_call_threshold`` calls to a model have each been unanswered for
+``slow_call_s`` (or ``slow_call_factor`` times the model's usual latency, when that is longer, so
+that queueing under load is not mistaken for a hang), the model leaves rotation until they end,
+and a hanging provider is passed over before the first attempt timeout fires. Latency feeds an
+exponentially weighted mean per key (total, and to the first token).
 """
 
 from __future__ import annotations
@@ -41,6 +45,15 @@ class BreakerConfig(BaseModel):
     probes: int = Field(default=1, ge=1)
     probe_successes: int = Field(default=1, ge=1)
     sync_interval_s: float = Field(default=0.2, gt=0, description="how often ingress replicas share health")
+    slow_call_s: float = Field(default=0.5, gt=0, description="a call unanswered this long counts as slow")
+    slow_call_factor: float = Field(
+        default=3.0, ge=1, description="... or this many times the model's usual latency, when that is longer"
+    )
+    slow_call_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="this many slow calls in flight take a model out of rotation until they end",
+    )
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,7 @@ class CircuitBreaker:
     probe_successes: int = 0
     recent: deque[bool] = field(default_factory=deque)
     latency_ewma_s: float | None = None
+    first_token_ewma_s: float | None = None
 
     def allow(self, now: float) -> bool:
         """May a call start now? Counts half-open probes (release with ``record``)."""
@@ -142,6 +156,8 @@ class HealthRegistry:
         self.clock = clock
         self._breakers: dict[Key, CircuitBreaker] = {}
         self._pending: list[Outcome] = []
+        self._in_flight: dict[Key, dict[int, float]] = {}
+        self._next_call = 0
 
     def breaker(self, key: Key) -> CircuitBreaker:
         found = self._breakers.get(key)
@@ -150,13 +166,43 @@ class HealthRegistry:
         return found
 
     def allow(self, key: Key) -> bool:
-        return self.breaker(key).allow(self.clock())
+        return not self._slow(key) and self.breaker(key).allow(self.clock())
 
     def available(self, key: Key) -> bool:
-        return self.breaker(key).available(self.clock())
+        return not self._slow(key) and self.breaker(key).available(self.clock())
+
+    def begin(self, key: Key) -> int:
+        """Note a call in flight (for slow-call detection); pass the token to ``end``."""
+        self._next_call += 1
+        self._in_flight.setdefault(key, {})[self._next_call] = self.clock()
+        return self._next_call
+
+    def end(self, key: Key, token: int) -> None:
+        self._in_flight.get(key, {}).pop(token, None)
+
+    def _slow(self, key: Key) -> bool:
+        """A model whose calls hang (timeouts, stalls) leaves rotation before the first timeout fires."""
+        calls = self._in_flight.get(key)
+        if not calls:
+            return False
+        b = self.breaker(key)
+        usual = max(b.latency_ewma_s or 0.0, b.first_token_ewma_s or 0.0)
+        cutoff = self.clock() - max(self.config.slow_call_s, self.config.slow_call_factor * usual)
+        return sum(1 for started in calls.values() if started <= cutoff) >= self.config.slow_call_threshold
 
     def latency(self, key: Key) -> float | None:
         return self.breaker(key).latency_ewma_s
+
+    def note_first_token(self, key: Key, seconds: float) -> None:
+        b = self.breaker(key)
+        b.first_token_ewma_s = (
+            seconds if b.first_token_ewma_s is None else 0.8 * b.first_token_ewma_s + 0.2 * seconds
+        )
+
+    def usual_latency(self, key: Key, first_token: bool) -> float | None:
+        """The model's usual time to answer (or to its first token), from successful calls."""
+        b = self.breaker(key)
+        return b.first_token_ewma_s if first_token else b.latency_ewma_s
 
     def record(self, outcome: Outcome) -> None:
         self.breaker(outcome.key).record(outcome.ok, outcome.latency_s, self.clock(), outcome.cool_down_s)
@@ -187,6 +233,7 @@ class HealthRegistry:
         """Close every circuit (an operator's action after an incident is over)."""
         self._breakers.clear()
         self._pending.clear()
+        self._in_flight.clear()
 
 
 def merge(registry: HealthRegistry, outcomes: Iterable[Outcome]) -> dict[Key, float]:

@@ -17,11 +17,19 @@ How the router proceeds on an error, in order:
 
 Per attempt: a connect timeout (the adapters' HTTP client), a first-token timeout (streams) and a
 total attempt timeout, each clipped to what is left of the request's single deadline.
+
+Hedging: an attempt still unanswered after twice its model's usual latency (time to first token for
+streams; at least ``hedge_after_s``) starts the next candidate beside it, at most ``max_in_flight``
+at once; the first answer wins and the other attempt is cancelled. A hanging provider then costs a
+request about ``hedge_after_s`` instead of the full attempt timeout. Hedges are budgeted: at most
+``hedge_budget`` of the requests of the last 10 s (plus one), so that an overloaded router, where
+everything is slow, does not double its own load.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +47,13 @@ class RetryConfig(BaseModel):
     attempt_timeout_s: float = Field(default=30.0, gt=0, description="one non-streaming attempt, in total")
     first_token_timeout_s: float = Field(default=10.0, gt=0, description="a stream's first token")
     inter_token_timeout_s: float = Field(default=10.0, gt=0, description="a stream's silence after tokens")
+    hedge_after_s: float | None = Field(
+        default=0.5, gt=0, description="a slow attempt starts the next candidate beside it (None: never)"
+    )
+    max_in_flight: int = Field(default=2, ge=1, description="attempts of one request running at once")
+    hedge_budget: float = Field(
+        default=0.1, ge=0, le=1, description="share of recent requests that may be hedged (load guard)"
+    )
 
 
 def is_final(error: ProviderError) -> bool:
@@ -59,3 +74,29 @@ def backoff_s(round_index: int, config: RetryConfig, rng: random.Random | None =
     """Full-jitter exponential backoff before round ``round_index`` (1 = the first retry round)."""
     ceiling = min(config.backoff_max_s, config.backoff_base_s * (2 ** (round_index - 1)))
     return (rng or random).uniform(0.0, ceiling)
+
+
+class HedgeBudget:
+    """Allows hedges for at most ``share`` of the requests seen in a sliding window (plus one)."""
+
+    def __init__(self, share: float, window_s: float = 10.0) -> None:
+        self.share = share
+        self.window_s = window_s
+        self._requests: deque[float] = deque()
+        self._hedges: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        for q in (self._requests, self._hedges):
+            while q and q[0] < now - self.window_s:
+                q.popleft()
+
+    def request(self, now: float) -> None:
+        self._requests.append(now)
+        self._trim(now)
+
+    def try_hedge(self, now: float) -> bool:
+        self._trim(now)
+        if len(self._hedges) >= self.share * len(self._requests) + 1:
+            return False
+        self._hedges.append(now)
+        return True

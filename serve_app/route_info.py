@@ -33,6 +33,7 @@ class RouteInfo:
     skipped: list[str] = field(default_factory=list)  # candidates passed over: circuit open or cooling down
     candidates: list[Candidate] = field(default_factory=list)  # the full ordered list that was considered
     continuations: list[Continuation] = field(default_factory=list)
+    hedged: list[str] = field(default_factory=list)  # slow attempts beside which the next candidate started
     served_by: Candidate | None = None
     served_model: str | None = None  # the model the provider says answered, when it says so
     usage: Usage = field(default_factory=Usage)
@@ -80,6 +81,7 @@ class RouteInfo:
             ],
             "skipped": self.skipped,
             "continuations": [vars(x) for x in self.continuations],
+            "hedged": self.hedged,
             "cost_usd": self.cost_usd,
             "usage_estimated": self.usage_estimated,
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),

@@ -31,6 +31,8 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
     data["retry"]["first_token_timeout_s"] = 1.0
     data["retry"]["inter_token_timeout_s"] = 1.0
     data["retry"]["attempt_timeout_s"] = 2.0
+    # no hedging here, so that each fault shows up as the fallback it causes (hedging has unit tests)
+    data["retry"]["hedge_after_s"] = None
     # The Meta models come from the emulator here (OpenAI-compatible, like vLLM's server), so that
     # fault injection reaches them; the self-hosted engine has its own test in test_llama_provider.
     data["providers"]["meta"] = {

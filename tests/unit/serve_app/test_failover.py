@@ -164,3 +164,44 @@ async def test_prompt_longer_than_every_window_is_a_400(config: FusionConfig, em
     with pytest.raises(InvalidRequestError) as info:
         await gw.plan(_chat(text="word " * 6_000_000), "r")
     assert info.value.error_code == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_slow_attempt_is_hedged_on_the_next_candidate(
+    config: FusionConfig, emu: EmulatorServer, stream: bool
+) -> None:
+    gw = _gateway(config, emu, attempt_timeout_s=5.0, first_token_timeout_s=5.0, hedge_after_s=0.2)
+    kind = (
+        {"kind": "stall", "after_tokens": 0, "delay_s": 20} if stream else {"kind": "timeout", "delay_s": 20}
+    )
+    set_fault(emu, PRIMARY, **kind)
+    chat = _chat(stream=stream)
+    if stream:
+        text, info = await _stream_text(gw, chat)
+        assert text.startswith(f"[{FALLBACK}]")
+    else:
+        info = await _complete(gw, chat)
+    assert info.served_by.model == FALLBACK
+    assert info.hedged == [PRIMARY]
+    assert info.fallbacks == 0  # the hanging attempt was cancelled, never waited out
+
+
+async def test_without_hedging_a_hanging_model_costs_its_timeout(
+    config: FusionConfig, emu: EmulatorServer
+) -> None:
+    gw = _gateway(config, emu, attempt_timeout_s=0.5, hedge_after_s=None)
+    set_fault(emu, PRIMARY, kind="timeout", delay_s=20)
+    info = await _complete(gw, _chat())
+    assert info.hedged == [] and info.attempts[0].error == "timeout" and info.served_by.model == FALLBACK
+
+
+async def test_overtaken_attempts_count_against_their_model(
+    config: FusionConfig, emu: EmulatorServer
+) -> None:
+    gw = _gateway(config, emu, attempt_timeout_s=5.0, hedge_after_s=0.1, hedge_budget=1.0)
+    set_fault(emu, PRIMARY, kind="timeout", delay_s=20)
+    for _ in range(3):  # failure_threshold: each time the hedge wins, the primary is charged a failure
+        info = await _complete(gw, _chat())
+        assert info.hedged == [PRIMARY]
+    info = await _complete(gw, _chat())
+    assert PRIMARY in info.skipped and info.hedged == []  # its circuit opened: not even tried

@@ -88,3 +88,14 @@ def test_latency_is_tracked_from_successes() -> None:
     assert reg.latency(KEY) == 0.8
     reg.reset()
     assert reg.latency(KEY) is None and reg.states() == {"anthropic/claude-sonnet-4-5": "closed"}
+
+
+def test_hanging_calls_take_a_model_out_of_rotation_before_any_timeout() -> None:
+    reg, clock = _registry(slow_call_s=0.5, slow_call_threshold=3)
+    tokens = [reg.begin(KEY) for _ in range(3)]
+    assert reg.allow(KEY)  # not slow yet
+    clock.now += 0.6
+    assert not reg.allow(KEY) and not reg.available(KEY)
+    reg.end(KEY, tokens[0])
+    assert reg.allow(KEY)  # two slow calls are under the threshold
+    assert reg.breaker(KEY).state == "closed"  # slowness alone does not trip the breaker

@@ -33,3 +33,16 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
         values = [backoff_s(round_index, config, rng) for _ in range(200)]
         assert all(0.0 <= v <= ceiling for v in values)
         assert max(values) > 0.8 * ceiling  # full jitter spans the range
+
+
+def test_hedge_budget_caps_the_share_of_hedged_requests() -> None:
+    from serve_app.retry import HedgeBudget
+
+    budget = HedgeBudget(0.1, window_s=10)
+    for i in range(100):
+        budget.request(float(i) * 0.01)
+    granted = sum(budget.try_hedge(1.0) for _ in range(50))
+    assert granted == 11  # 10% of 100 requests, plus one
+    for i in range(100):  # the window moves on: old requests and hedges expire
+        budget.request(20.0 + i * 0.01)
+    assert budget.try_hedge(21.0)
