@@ -16,10 +16,7 @@ import argparse
 import asyncio
 import itertools
 import json
-import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +24,8 @@ from typing import Any
 import httpx
 import yaml
 
+from benchmarks.harness import local_router
 from serve_app.config import DEFAULT_CONFIG_PATH
-from serve_app.emulator.server import free_port, wait_healthy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRIMARY = "claude-sonnet-4-5"
@@ -141,57 +138,21 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "failover.json"))
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "FUSION_LLAMA_API_KEY"):
-        os.environ.pop(var, None)
-    emu_port = free_port()
-    emu = f"http://127.0.0.1:{emu_port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serve_app.cli",
-            "emulator",
-            "--port",
-            str(emu_port),
-            "--latency-scale",
-            "0.02",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    import ray
-    from ray import serve
-
-    from serve_app.app import AppArgs, build_app
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     raw: dict[str, list[dict[str, Any]]] = {}
+    config = bench_config(out.parent / "failover_config.yaml")
     try:
-        wait_healthy(emu, 30)
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        config = bench_config(out.parent / "failover_config.yaml")
-        serve.run(
-            build_app(AppArgs(config_path=str(config), emulator_url=emu)), name="fusion", route_prefix="/"
-        )
-        config.unlink()
-        router = f"http://127.0.0.1:{port}"
-        asyncio.run(run_kind(router, emu, None, False, args.rate, 2.0, 99))  # warm-up
-        for kind, (fault, stream_only) in FAULTS.items():
-            raw[kind] = asyncio.run(
-                run_kind(router, emu, fault, stream_only, args.rate, args.seconds, args.fault_at)
-            )
-            ok = sum(r["ok"] for r in raw[kind])
-            print(f"{kind}: {ok}/{len(raw[kind])} ok", flush=True)
+        with local_router(latency_scale=0.02, config_path=str(config)) as (router, emu):
+            asyncio.run(run_kind(router, emu, None, False, args.rate, 2.0, 99))  # warm-up
+            for kind, (fault, stream_only) in FAULTS.items():
+                raw[kind] = asyncio.run(
+                    run_kind(router, emu, fault, stream_only, args.rate, args.seconds, args.fault_at)
+                )
+                ok = sum(r["ok"] for r in raw[kind])
+                print(f"{kind}: {ok}/{len(raw[kind])} ok", flush=True)
     finally:
-        try:
-            serve.shutdown()
-            ray.shutdown()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        config.unlink(missing_ok=True)
 
     baseline_p99 = p99([r["latency_ms"] for r in raw["none"]])
     stream_baseline_p99 = p99([r["latency_ms"] for r in raw["none_streams"]])

@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from serve_app.emulator.server import free_port, wait_healthy
+from benchmarks.harness import local_router
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "Write a python function to reverse a string."
@@ -95,27 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "FUSION_LLAMA_API_KEY"):
-        os.environ.pop(var, None)
-    emu_port = free_port()
-    emu_url = f"http://127.0.0.1:{emu_port}"
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "serve_app.cli", "emulator", "--port", str(emu_port), "--latency-scale", "0"],
-        stdout=subprocess.DEVNULL,
-    )
-    import ray
-    from ray import serve
-
-    from serve_app.app import AppArgs, build_app
-
-    try:
-        wait_healthy(emu_url, 30)
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppArgs(emulator_url=emu_url)), name="fusion", route_prefix="/")
-        router_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    with local_router(latency_scale=0.0) as (router, emu_url):
+        router_url = f"{router}/v1/chat/completions"
         direct_url = f"{emu_url}/openai/v1/chat/completions"
         messages = [{"role": "user", "content": PROMPT}]
         direct_body = {"model": EXPECTED_MODEL, "messages": messages}
@@ -144,13 +122,6 @@ def main() -> None:
                     f"{len(r_lat) / r_wall:.1f} req/s, errors {r_err + d_err}",
                     flush=True,
                 )
-    finally:
-        try:
-            serve.shutdown()
-            ray.shutdown()
-        finally:
-            emulator.terminate()
-            emulator.wait(timeout=10)
 
     result: dict[str, Any] = {
         "machine": f"{os.cpu_count()} CPUs",
