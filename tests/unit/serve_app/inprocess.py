@@ -15,12 +15,17 @@ from serve_app.gateway import Gateway
 
 
 def emulated_config(config: FusionConfig, emulator_url: str, **server: float) -> FusionConfig:
-    """Every provider on the emulator; the self-hosted one over the OpenAI-compatible protocol."""
+    """Every provider on the emulator (the self-hosted one over the OpenAI-compatible protocol)."""
     providers = {
         name: ProviderConfig(kind="openai_compatible", api_key_env="FUSION_LLAMA_API_KEY") if p.local else p
         for name, p in config.providers.items()
     }
-    updates: dict[str, object] = {"emulator": EmulatorConfig(url=emulator_url), "providers": providers}
+    updates: dict[str, object] = {
+        "emulator": EmulatorConfig(url=emulator_url),
+        "providers": providers,
+        # no hedging unless a test asks for it: a hedge racing a timeout would make tests flaky
+        "retry": config.retry.model_copy(update={"hedge_after_s": None}),
+    }
     if server:
         updates["server"] = config.server.model_copy(update=server)
     return config.model_copy(update=updates)

@@ -21,7 +21,7 @@ CODING = "Write a Python function that merges two sorted lists; handle edge case
 PRIMARY, FALLBACK = "claude-sonnet-4-5", "gpt-4.1"
 
 
-def _gateway(config: FusionConfig, emu: EmulatorServer, **retry: Any) -> Gateway:
+def _gateway(config: FusionConfig, emu: EmulatorServer, open_s: float = 10.0, **retry: Any) -> Gateway:
     cfg = emulated_config(config, emu.url)
     cfg = cfg.model_copy(
         update={
@@ -33,7 +33,7 @@ def _gateway(config: FusionConfig, emu: EmulatorServer, **retry: Any) -> Gateway
                     **retry,
                 }
             ),
-            "health": cfg.health.model_copy(update={"open_s": 0.3}),
+            "health": cfg.health.model_copy(update={"open_s": open_s}),
         }
     )
     return inprocess_gateway(cfg)
@@ -74,7 +74,7 @@ async def test_open_circuit_is_skipped_without_a_call(config: FusionConfig, emu:
 async def test_half_open_probe_brings_a_recovered_model_back(
     config: FusionConfig, emu: EmulatorServer
 ) -> None:
-    gw = _gateway(config, emu)
+    gw = _gateway(config, emu, open_s=0.3)
     set_fault(emu, PRIMARY, kind="http_error", status=503, times=3)
     for _ in range(3):
         await _complete(gw, _chat())
