@@ -139,8 +139,8 @@ def create_api(
 
     @app.post("/v1/router/circuits/reset")
     async def reset_circuits() -> dict[str, Any]:
-        """Close every circuit breaker (after an incident is over, or between test cases)."""
-        gateway.health.reset()
+        """Close every circuit breaker and refill the hedge budget (after an incident is over)."""
+        gateway.reset()
         if reset_board is not None:
             await reset_board()
         return {"status": "ok", "circuits": gateway.health.states()}

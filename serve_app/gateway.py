@@ -62,6 +62,11 @@ class Gateway:
         self._rng = rng or random.Random()
         self._hedges = HedgeBudget(self.retry.hedge_budget)
 
+    def reset(self) -> None:
+        """Forget the incident: close every circuit and refill the hedge budget."""
+        self.health.reset()
+        self._hedges = HedgeBudget(self.retry.hedge_budget)
+
     async def plan(self, request: ChatCompletionRequest, request_id: str) -> RouteInfo:
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
@@ -117,7 +122,7 @@ class Gateway:
             pool = [c for c in info.candidates if c.model not in exclude]
             allowed = [c for c in pool if self.health.allow(self._key(c))]
             for c in pool:
-                if c not in allowed and round_index == 0:
+                if c not in allowed and round_index == 0 and c.model not in info.skipped:
                     info.skipped.append(c.model)
             if not allowed and round_index == 0:
                 allowed = pool

@@ -68,7 +68,7 @@ class Ingress:
                 logger.warning("health sync failed: %s", type(exc).__name__)
                 continue
             if epoch != self._epoch:  # an operator reset every circuit
-                self.health.reset()
+                self.gateway.reset()
                 self._epoch = epoch
             self.health.adopt(remote_open)
 
