@@ -60,12 +60,12 @@ class Gateway:
         self._call = call
         self._stream = stream
         self._rng = rng or random.Random()
-        self._hedges = HedgeBudget(self.retry.hedge_budget)
+        self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
 
     def reset(self) -> None:
         """Forget the incident: close every circuit and refill the hedge budget."""
         self.health.reset()
-        self._hedges = HedgeBudget(self.retry.hedge_budget)
+        self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
 
     async def plan(self, request: ChatCompletionRequest, request_id: str) -> RouteInfo:
         if not is_routed(request.model):
@@ -135,11 +135,13 @@ class Gateway:
 
     def _hedge_after(self, candidate: Candidate, stream: bool) -> float | None:
         """When an attempt counts as slow enough to start the next candidate beside it: twice the
-        model's usual latency (time to first token for streams), and never before hedge_after_s."""
+        model's usual latency (time to first token for streams), never before hedge_after_s, and
+        never after half the attempt's timeout (the usual latency grows when the router is loaded)."""
         if self.retry.hedge_after_s is None:
             return None
         usual = self.health.usual_latency(self._key(candidate), first_token=stream)
-        return max(self.retry.hedge_after_s, 2.0 * usual) if usual is not None else self.retry.hedge_after_s
+        wanted = max(self.retry.hedge_after_s, 2.0 * usual) if usual is not None else self.retry.hedge_after_s
+        return min(wanted, max(self.retry.hedge_after_s, self._budget(stream) / 2))
 
     async def _race(
         self,

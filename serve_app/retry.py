@@ -22,8 +22,9 @@ Hedging: an attempt still unanswered after twice its model's usual latency (time
 streams; at least ``hedge_after_s``) starts the next candidate beside it, at most ``max_in_flight``
 at once; the first answer wins and the other attempt is cancelled. A hanging provider then costs a
 request about ``hedge_after_s`` instead of the full attempt timeout. Hedges are budgeted: at most
-``hedge_budget`` of the requests of the last 10 s (plus one), so that an overloaded router, where
-everything is slow, does not double its own load.
+``hedge_budget`` of the requests of the last 10 s plus ``hedge_burst`` (the start of an incident
+needs several at once), so that an overloaded router, where everything is slow, does not double
+its own load.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class RetryConfig(BaseModel):
     hedge_budget: float = Field(
         default=0.1, ge=0, le=1, description="share of recent requests that may be hedged (load guard)"
     )
+    hedge_burst: int = Field(
+        default=10, ge=0, description="hedges allowed on top of the share, for an incident's start"
+    )
 
 
 def is_final(error: ProviderError) -> bool:
@@ -77,10 +81,11 @@ def backoff_s(round_index: int, config: RetryConfig, rng: random.Random | None =
 
 
 class HedgeBudget:
-    """Allows hedges for at most ``share`` of the requests seen in a sliding window (plus one)."""
+    """Allows hedges for at most ``share`` of the requests seen in a sliding window, plus ``burst``."""
 
-    def __init__(self, share: float, window_s: float = 10.0) -> None:
+    def __init__(self, share: float, window_s: float = 10.0, burst: int = 1) -> None:
         self.share = share
+        self.burst = burst
         self.window_s = window_s
         self._requests: deque[float] = deque()
         self._hedges: deque[float] = deque()
@@ -96,7 +101,7 @@ class HedgeBudget:
 
     def try_hedge(self, now: float) -> bool:
         self._trim(now)
-        if len(self._hedges) >= self.share * len(self._requests) + 1:
+        if len(self._hedges) >= self.share * len(self._requests) + self.burst:
             return False
         self._hedges.append(now)
         return True
