@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import time
 from pathlib import Path
 
 import pytest
 
-from deployments.providers.base import ChatMessage, ProviderRequest
+from benchmarks.llama_cpu import one
 from deployments.providers.llama_engine import LocalLlamaAdapter
 from tests.tiny_llama import build_tiny_llama
 
@@ -31,21 +30,8 @@ def test_vllm_engine_streams_with_usage(tmp_path: Path) -> None:
     model_dir = build_tiny_llama(tmp_path / "tiny")
     engine = VLLMEngine(model_dir, "tiny", gpu_memory_utilization=0.3, max_model_len=256)
     adapter = LocalLlamaAdapter("meta", engine)
-    request = ProviderRequest(model="tiny", messages=[ChatMessage("user", "hello")], max_tokens=16)
-
-    async def run() -> tuple[float, int, float]:
-        start = time.perf_counter()
-        first = None
-        tokens = 0
-        async for delta in adapter.stream(request):
-            if delta.text and first is None:
-                first = time.perf_counter()
-            if delta.usage is not None:
-                tokens = delta.usage.output_tokens
-        end = time.perf_counter()
-        return (first or end) - start, tokens, end - start
-
-    ttft, tokens, total = asyncio.run(run())
+    timing = asyncio.run(one(adapter, "hello", 16))  # the CPU benchmark's own measurement
+    ttft, tokens, total = timing["ttft_s"], int(timing["tokens"]), timing["total_s"]
     print(
         f"vllm tiny llama: load {engine.load_s:.1f}s, ttft {ttft * 1000:.1f} ms, "
         f"{tokens} tokens, {total:.3f}s"
