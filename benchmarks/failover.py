@@ -90,6 +90,7 @@ async def one(client: httpx.AsyncClient, url: str, stream: bool, t0: float) -> d
         "ok": ok,
         "primary_failed": PRIMARY in failed,  # failed, or hedged over because it was too slow
         "primary_attempted": PRIMARY in [*failed, fusion.get("model")],
+        "fusion": fusion,
     }
 
 
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--fault-at", type=float, default=2.0)
     parser.add_argument("--out", default=str(RESULTS / "failover.json"))
+    parser.add_argument("--raw", help="also write every request's record (fusion info included) here")
+    parser.add_argument("--kinds", nargs="*", help="only these fault kinds (the baselines always run)")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -146,6 +149,8 @@ def main() -> None:
         with local_router(latency_scale=0.02, config_path=str(config)) as (router, emu):
             asyncio.run(run_kind(router, emu, None, False, args.rate, 2.0, 99))  # warm-up
             for kind, (fault, stream_only) in FAULTS.items():
+                if args.kinds and kind not in args.kinds and not kind.startswith("none"):
+                    continue
                 raw[kind] = asyncio.run(
                     run_kind(router, emu, fault, stream_only, args.rate, args.seconds, args.fault_at)
                 )
@@ -154,6 +159,8 @@ def main() -> None:
     finally:
         config.unlink(missing_ok=True)
 
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(raw, indent=1) + "\n")
     baseline_p99 = p99([r["latency_ms"] for r in raw["none"]])
     stream_baseline_p99 = p99([r["latency_ms"] for r in raw["none_streams"]])
     faults: dict[str, Any] = {}

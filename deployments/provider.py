@@ -1,5 +1,8 @@
 """Provider deployment: a thin Serve shell around one adapter.
 
+Streams leave the replica coalesced (``coalesce.py``): what has arrived while the ingress was busy
+goes out as one item.
+
 Errors travel back to the ingress as values (a ``ProviderError`` returned, or yielded as the last
 item of a stream) rather than as exceptions, so that they cross the process boundary unchanged
 instead of wrapped in Ray's task errors.
@@ -14,6 +17,7 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from deployments.providers.base import Completion, ProviderAdapter, ProviderRequest, StreamDelta
+from deployments.providers.coalesce import coalesce
 from deployments.providers.pool import EndpointPool
 from deployments.providers.registry import make_adapter
 from serve_app.config import FusionConfig
@@ -28,6 +32,7 @@ class ProviderCore:
     def __init__(self, provider: str, config: FusionConfig) -> None:
         spec = config.providers[provider]
         self.provider = provider
+        self.coalesce = config.server.coalesce_streams
         self.adapter: ProviderAdapter
         if spec.local is not None:
             from deployments.providers.llama_engine import build_local_adapter
@@ -60,7 +65,8 @@ class ProviderCore:
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | ProviderError]:
         try:
-            async for delta in self.adapter.stream(request):
+            stream = self.adapter.stream(request)
+            async for delta in coalesce(stream) if self.coalesce else stream:
                 yield delta
         except ProviderError as exc:
             yield exc

@@ -39,6 +39,9 @@ class ServerConfig(_Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_s: float = Field(default=60.0, gt=0)
+    coalesce_streams: bool = Field(
+        default=True, description="send every token already received as one stream item (coalesce.py)"
+    )
 
 
 class EmulatorConfig(_Strict):

@@ -216,6 +216,11 @@ class Gateway:
             await order.aclose()
         raise _exhausted(info.attempts)
 
+    def _stall_hedge_after(self) -> float | None:
+        """How long a stream may be silent after tokens before a spare continuation starts."""
+        after = self.retry.stall_hedge_after_s
+        return None if after is None else min(after, self.retry.inter_token_timeout_s / 2)
+
     def _budget(self, stream: bool) -> float:
         return self.retry.first_token_timeout_s if stream else self.retry.attempt_timeout_s
 
@@ -308,7 +313,7 @@ class StreamSession:
             seg = self.segment
             finish: StreamDelta | None = None
             try:
-                async for delta in _segment_deltas(seg, gw.retry.inter_token_timeout_s):
+                async for delta in self._watch(seg, deadline):
                     if delta.text:
                         self.sent.append(delta.text)
                         seg.text += delta.text
@@ -316,18 +321,22 @@ class StreamSession:
                         seg.usage = delta.usage
                     if delta.finish_reason is not None:
                         finish = delta  # held back until the segment is accounted for
-                        continue
-                    yield StreamDelta(text=delta.text)
-            except ProviderError as exc:
+                    if delta.text:  # a coalesced delta can carry the last text and the finish
+                        yield StreamDelta(text=delta.text)
+            except (ProviderError, _Overtaken) as caught:
+                exc = caught.error if isinstance(caught, _Overtaken) else caught
                 gw._fail(info, seg.candidate, exc, seg.started)
                 info.charge(gw.config, seg.candidate, self._estimate(seg), estimated=True)
-                if not self.allow_continuation or is_final(exc):
-                    raise
-                failed = {a.model for a in info.attempts if a.error is not None}
-                try:
-                    self.segment = await gw._open_segment(self._continuation(), info, deadline, failed)
-                except NoProviderAvailableError:
-                    raise exc from None
+                if isinstance(caught, _Overtaken):
+                    self.segment = caught.segment
+                else:
+                    if not self.allow_continuation or is_final(exc):
+                        raise
+                    failed = {a.model for a in info.attempts if a.error is not None}
+                    try:
+                        self.segment = await gw._open_segment(self._continuation(), info, deadline, failed)
+                    except NoProviderAvailableError:
+                        raise exc from None
                 info.continuations.append(
                     Continuation(
                         seg.candidate.model, self.segment.candidate.model, len("".join(self.sent)), exc.kind
@@ -341,6 +350,73 @@ class StreamSession:
             yield StreamDelta(finish_reason=finish.finish_reason if finish else "stop", usage=info.usage)
             return
 
+    async def _watch(self, seg: Segment, deadline: float) -> AsyncIterator[StreamDelta]:
+        """The segment's deltas. A silence of ``inter_token_timeout_s`` raises a timeout; a shorter
+        one (``stall_hedge_after``) starts the continuation on another candidate beside the silent
+        stream: if that answers first, ``_Overtaken`` hands it over, if the silent stream speaks
+        first, the spare is cancelled."""
+        gw, info = self.gateway, self.info
+        for delta in seg.first:
+            yield delta
+        seg.first = []
+        iterator = seg.rest.__aiter__()
+        timeout = gw.retry.inter_token_timeout_s
+        hedge_after = gw._stall_hedge_after() if self.allow_continuation else None
+        while True:
+            silent_since = time.monotonic()
+            nxt: asyncio.Future[StreamDelta] = asyncio.ensure_future(iterator.__anext__())
+            spare: asyncio.Task[Segment] | None = None
+            try:
+                while True:
+                    now = time.monotonic()
+                    if spare is None and hedge_after is not None and now >= silent_since + hedge_after:
+                        if gw._hedges.try_hedge(now):
+                            failed = {a.model for a in info.attempts if a.error is not None}
+                            spare = asyncio.create_task(
+                                gw._open_segment(
+                                    self._continuation(), info, deadline, failed | {seg.candidate.model}
+                                )
+                            )
+                        hedge_after = None  # one spare per silence, and none over budget
+                    wake = silent_since + (timeout if hedge_after is None else hedge_after)
+                    waiting: set[asyncio.Future[Any]] = {nxt} if spare is None else {nxt, spare}
+                    done, _ = await asyncio.wait(
+                        waiting, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if nxt in done:
+                        break
+                    if spare is not None and spare in done:
+                        if spare.exception() is None:
+                            silent = time.monotonic() - silent_since
+                            error = ProviderTimeoutError(
+                                f"stream silent for {silent:.1f}s; continued on another model",
+                                provider=seg.candidate.provider,
+                                model=seg.candidate.model,
+                            )
+                            taken, spare = spare.result(), None
+                            raise _Overtaken(taken, error)
+                        spare = None  # no other candidate could start: wait the silence out
+                    elif time.monotonic() >= silent_since + timeout:
+                        raise ProviderTimeoutError(
+                            f"stream stalled for {timeout:.1f}s",
+                            provider=seg.candidate.provider,
+                            model=seg.candidate.model,
+                        )
+            except BaseException:
+                nxt.cancel()
+                await asyncio.gather(nxt, return_exceptions=True)
+                await _close(seg.rest)
+                raise
+            finally:
+                if spare is not None:
+                    await _drop_spare(spare, info, seg)
+            hedge_after = gw._stall_hedge_after() if self.allow_continuation else None
+            try:
+                delta = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield delta
+
     def _continuation(self) -> ChatCompletionRequest:
         """The original conversation, the text already sent as an assistant turn, and the ask to go on."""
         return self.request.continued("".join(self.sent), CONTINUE_INSTRUCTION)
@@ -353,24 +429,25 @@ class StreamSession:
         await _close(self.segment.rest)
 
 
-async def _segment_deltas(seg: Segment, inter_token_timeout_s: float) -> AsyncIterator[StreamDelta]:
-    for delta in seg.first:
-        yield delta
-    seg.first = []
-    iterator = seg.rest.__aiter__()
-    while True:
-        try:
-            delta = await asyncio.wait_for(iterator.__anext__(), timeout=inter_token_timeout_s)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            await _close(seg.rest)
-            raise ProviderTimeoutError(
-                f"stream stalled for {inter_token_timeout_s:.1f}s",
-                provider=seg.candidate.provider,
-                model=seg.candidate.model,
-            ) from None
-        yield delta
+class _Overtaken(Exception):
+    """A silent stream's spare continuation answered first and takes over."""
+
+    def __init__(self, segment: Segment, error: ProviderTimeoutError) -> None:
+        super().__init__(error.message)
+        self.segment = segment
+        self.error = error
+
+
+async def _drop_spare(spare: asyncio.Task[Segment], info: RouteInfo, seg: Segment) -> None:
+    """Cancel a spare continuation that is not taking over (or close it, if it had just started)."""
+    if not spare.done():
+        spare.cancel()
+        await asyncio.gather(spare, return_exceptions=True)
+        return
+    if spare.cancelled() or spare.exception() is not None:
+        return
+    await _close(spare.result().rest)
+    info.served_by = seg.candidate
 
 
 async def _until_content(

@@ -25,6 +25,11 @@ request about ``hedge_after_s`` instead of the full attempt timeout. Hedges are 
 ``hedge_budget`` of the requests of the last 10 s plus ``hedge_burst`` (the start of an incident
 needs several at once), so that an overloaded router, where everything is slow, does not double
 its own load.
+
+Streams hedge mid-way too: a stream silent for ``stall_hedge_after_s`` after tokens were sent (at
+most half the inter-token timeout) starts its continuation on another candidate beside it, from the
+same budget. If the continuation's first token comes first it takes over and the silent stream is
+closed and counted as failed; if the silent stream speaks first, the spare is cancelled.
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ class RetryConfig(BaseModel):
     inter_token_timeout_s: float = Field(default=10.0, gt=0, description="a stream's silence after tokens")
     hedge_after_s: float | None = Field(
         default=0.5, gt=0, description="a slow attempt starts the next candidate beside it (None: never)"
+    )
+    stall_hedge_after_s: float | None = Field(
+        default=2.0,
+        gt=0,
+        description="a stream silent this long after tokens starts its continuation on another candidate "
+        "beside it (at most half the inter-token timeout; None: never)",
     )
     max_in_flight: int = Field(default=2, ge=1, description="attempts of one request running at once")
     hedge_budget: float = Field(

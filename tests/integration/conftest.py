@@ -33,6 +33,7 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
     data["retry"]["attempt_timeout_s"] = 2.0
     # no hedging here, so that each fault shows up as the fallback it causes (hedging has unit tests)
     data["retry"]["hedge_after_s"] = None
+    data["retry"]["stall_hedge_after_s"] = None
     data["health"]["open_s"] = 10.0  # no half-open probe in the middle of a test (resets close circuits)
     # The Meta models come from the emulator here (OpenAI-compatible, like vLLM's server), so that
     # fault injection reaches them; the self-hosted engine has its own test in test_llama_provider.

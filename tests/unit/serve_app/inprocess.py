@@ -24,7 +24,7 @@ def emulated_config(config: FusionConfig, emulator_url: str, **server: float) ->
         "emulator": EmulatorConfig(url=emulator_url),
         "providers": providers,
         # no hedging unless a test asks for it: a hedge racing a timeout would make tests flaky
-        "retry": config.retry.model_copy(update={"hedge_after_s": None}),
+        "retry": config.retry.model_copy(update={"hedge_after_s": None, "stall_hedge_after_s": None}),
     }
     if server:
         updates["server"] = config.server.model_copy(update=server)
