@@ -136,6 +136,42 @@ def classify(
 
 
 @cli.command()
+def forecast(
+    trace: Annotated[Path, typer.Option("--trace", help="CSV (with a header) or JSONL of arrivals")],
+    timestamp_field: Annotated[
+        str, typer.Option("--timestamp-field", help="arrival time: epoch seconds or ISO 8601")
+    ],
+    weight_field: Annotated[
+        str | None,
+        typer.Option("--weight-field", help="sum this field per step (e.g. tokens) instead of counting"),
+    ] = None,
+    step_s: Annotated[float, typer.Option(min=0.001, help="seconds per step")] = 60.0,
+    horizon_s: Annotated[
+        float, typer.Option(min=0.001, help="how far ahead (decision lag + cold start)")
+    ] = 120.0,
+    season_s: Annotated[
+        float, typer.Option(min=0.001, help="seasonal period, used when the trace spans two of them")
+    ] = 86400.0,
+) -> None:
+    """Evaluate the demand forecaster on a trace, as benchmarks/forecast.py does on the shared data:
+    settings chosen on the second quarter, scored on the second half against last-value and
+    seasonal-naive. Prints one JSON object."""
+    import json
+
+    from predictors.forecast_eval import evaluate_trace
+
+    try:
+        figures = evaluate_trace(trace, timestamp_field, step_s, horizon_s, season_s, weight_field)
+    except OSError as exc:
+        typer.echo(f"cannot read {trace}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    except (ValueError, KeyError) as exc:
+        typer.echo(f"cannot evaluate {trace}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(figures, indent=2))
+
+
+@cli.command()
 def emulator(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8100,
