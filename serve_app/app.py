@@ -37,7 +37,7 @@ def bind_graph(config: FusionConfig) -> Application:
     used = sorted({m.provider for m in config.models.values()})
     providers = {
         name: _deployment(ProviderDeployment)
-        .options(name=f"Provider_{name}", **d.for_provider(name).serve_options())
+        .options(name=f"Provider_{name}", **d.for_provider(name).serve_options(config.forecast))
         .bind(name, config)
         for name in used
     }

@@ -193,10 +193,69 @@ class RoutingConfig(_Strict):
         return value
 
 
+class ForecastConfig(_Strict):
+    """The DemandForecaster (serve_app/demand.py) behind predictive autoscaling."""
+
+    step_s: float = Field(default=60.0, gt=0, description="arrivals are counted and forecast per step")
+    report_interval_s: float = Field(default=1.0, gt=0, description="how often ingress replicas report")
+    decision_lag_s: float = Field(
+        default=10.0, ge=0, description="added to each deployment's cold start to give the horizon"
+    )
+    season_s: float = Field(default=86400.0, gt=0, description="the seasonal cycle (a day)")
+    alpha: float = Field(default=0.8, gt=0, le=1, description="level smoothing (chosen on servegen)")
+    quantile: float = Field(default=0.9, gt=0, lt=1)
+    max_age_s: float | None = Field(
+        default=None, gt=0, description="older forecasts are ignored (default: 3 steps)"
+    )
+    poll_interval_s: float = Field(default=1.0, gt=0, description="how often the policy reads forecasts")
+
+    def max_age(self) -> float:
+        return self.max_age_s if self.max_age_s is not None else 3 * self.step_s
+
+
 class AutoscalingOptions(_Strict):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
     target_ongoing_requests: float = Field(default=2.0, gt=0)
+    policy: Literal["reactive", "predictive"] = Field(
+        default="reactive",
+        description="predictive: replicas for the forecast demand (autoscaling.py)",
+    )
+    cold_start_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="a new replica's time to ready: the forecast's lead",
+    )
+    service_time_s: float = Field(
+        default=1.0, gt=0, description="a call's duration until the forecaster has measured it"
+    )
+    upscale_delay_s: float | None = Field(default=None, ge=0, description="Serve's; 0 for predictive")
+    downscale_delay_s: float | None = Field(default=None, ge=0, description="Serve's default: 600 s")
+
+    def serve_config(self, forecast: ForecastConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+        }
+        if self.downscale_delay_s is not None:
+            out["downscale_delay_s"] = self.downscale_delay_s
+        if self.policy == "predictive":
+            from deployments.autoscaling import NAMESPACE
+
+            out["upscale_delay_s"] = 0.0 if self.upscale_delay_s is None else self.upscale_delay_s
+            out["policy"] = {
+                "policy_function": "deployments.autoscaling:PredictivePolicy",
+                "policy_kwargs": {
+                    "namespace": NAMESPACE,
+                    "max_age_s": forecast.max_age(),
+                    "poll_interval_s": forecast.poll_interval_s,
+                    "default_service_time_s": self.service_time_s,
+                },
+            }
+        elif self.upscale_delay_s is not None:
+            out["upscale_delay_s"] = self.upscale_delay_s
+        return out
 
 
 class DeploymentOptions(_Strict):
@@ -209,7 +268,7 @@ class DeploymentOptions(_Strict):
     )
     autoscaling: AutoscalingOptions | None = Field(default=None, description="replaces num_replicas when set")
 
-    def serve_options(self) -> dict[str, Any]:
+    def serve_options(self, forecast: ForecastConfig | None = None) -> dict[str, Any]:
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
@@ -218,7 +277,7 @@ class DeploymentOptions(_Strict):
         if self.autoscaling is None:
             options["num_replicas"] = self.num_replicas
         else:
-            options["autoscaling_config"] = self.autoscaling.model_dump()
+            options["autoscaling_config"] = self.autoscaling.serve_config(forecast or ForecastConfig())
         return options
 
 
@@ -241,6 +300,14 @@ class DeploymentsConfig(_Strict):
     def for_provider(self, name: str) -> DeploymentOptions:
         return self.provider_overrides.get(name, self.provider)
 
+    def predictive(self) -> dict[str, AutoscalingOptions]:
+        """Provider deployment name -> its autoscaling, for those scaled by forecast."""
+        return {
+            f"Provider_{name}": o.autoscaling
+            for name, o in self.provider_overrides.items()
+            if o.autoscaling is not None and o.autoscaling.policy == "predictive"
+        }
+
 
 class FusionConfig(_Strict):
     server: ServerConfig = ServerConfig()
@@ -251,6 +318,7 @@ class FusionConfig(_Strict):
     retry: RetryConfig = RetryConfig()
     health: BreakerConfig = BreakerConfig()
     deployments: DeploymentsConfig = DeploymentsConfig()
+    forecast: ForecastConfig = ForecastConfig()
 
     @model_validator(mode="after")
     def _references(self) -> FusionConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
+from serve_app.demand import ArrivalCounter
 from serve_app.errors import ProviderConnectionError, ProviderError
 from serve_app.gateway import Gateway
 from serve_app.health import HealthRegistry
@@ -42,6 +44,13 @@ class Ingress:
         self._board = board
         self._epoch = 0
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_health())
+        self._arrivals: ArrivalCounter | None = None
+        self._forecaster: Any = None
+        if config.deployments.predictive():
+            self._arrivals = ArrivalCounter()
+            self._app_name = serve.get_replica_context().app_name
+            self._forecaster = self._forecaster_actor()
+            self._report_task = asyncio.get_running_loop().create_task(self._report_arrivals())
         emulator = config.emulator_url()
         self.modes = {
             name: spec.mode(os.environ) for name, spec in config.providers.items() if name in providers
@@ -72,15 +81,60 @@ class Ingress:
                 self._epoch = epoch
             self.health.adopt(remote_open)
 
+    def _forecaster_actor(self) -> Any:
+        """Find the application's DemandForecaster, or create it (this replica then owns it)."""
+        from deployments.forecaster import get_or_create
+
+        d, fc = self._config.deployments, self._config.forecast
+        predictive = d.predictive()
+        shapes = {}
+        for name, options in d.provider_overrides.items():
+            deployment = f"Provider_{name}"
+            if deployment in predictive and options.num_gpus > 0 and options.autoscaling is not None:
+                shape = {"CPU": options.num_cpus, "GPU": options.num_gpus}
+                a = options.autoscaling
+                shapes[deployment] = (shape, a.target_ongoing_requests, a.max_replicas)
+        return get_or_create(
+            self._app_name,
+            step_s=fc.step_s,
+            horizons_s={dep: a.cold_start_s + fc.decision_lag_s for dep, a in predictive.items()},
+            season_s=fc.season_s,
+            alpha=fc.alpha,
+            quantile=fc.quantile,
+            node_shapes=shapes,
+        )
+
+    async def _report_arrivals(self) -> None:
+        """Send this replica's arrival counts to the forecaster, batched, off the request path."""
+        assert self._arrivals is not None
+        while True:
+            await asyncio.sleep(self._config.forecast.report_interval_s)
+            report = self._arrivals.drain()
+            if not report:
+                continue
+            try:
+                await asyncio.wait_for(self._forecaster.record.remote(report, time.time()), timeout=5)
+            except (RayError, TimeoutError) as exc:  # its owner replica is gone: find or make another
+                logger.warning("demand report failed (%s); reconnecting", type(exc).__name__)
+                self._forecaster = self._forecaster_actor()
+
+    def _count(self, provider: str, request: ProviderRequest, started: float) -> None:
+        if self._arrivals is not None:
+            tokens = sum(len(m.content) for m in request.messages) // 4
+            self._arrivals.add(f"Provider_{provider}", tokens, time.monotonic() - started)
+
     async def _classify(self, text: str) -> Classification:
         result: Classification = await self._classifier.classify.remote(text)
         return result
 
     async def _complete(self, provider: str, request: ProviderRequest) -> Completion:
+        started = time.monotonic()
         try:
             result = await self._providers[provider].complete.remote(request)
         except RayError as exc:
             raise _replica_error(provider, request, exc) from exc
+        finally:
+            self._count(provider, request, started)
         if isinstance(result, ProviderError):
             raise result
         completion: Completion = result
@@ -88,6 +142,7 @@ class Ingress:
 
     async def _stream(self, provider: str, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         generator: DeploymentResponseGenerator = self._streams[provider].stream.remote(request)  # type: ignore[assignment]
+        started = time.monotonic()
         finished = False
         try:
             async for item in generator:
@@ -98,6 +153,7 @@ class Ingress:
         except RayError as exc:
             raise _replica_error(provider, request, exc) from exc
         finally:
+            self._count(provider, request, started)
             if not finished:
                 generator.cancel()
 

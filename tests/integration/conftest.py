@@ -42,7 +42,27 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
         "api_key_env": "FUSION_LLAMA_API_KEY",
         "read_timeout_s": 1.0,
     }
-    data["deployments"]["provider_overrides"] = {}
+    # Gemini scales by forecast (deployments/autoscaling.py), on a compressed clock: tests of the
+    # forecaster actor and the policy.
+    data["deployments"]["provider_overrides"] = {
+        "google": {
+            "num_cpus": 0.1,
+            "max_ongoing_requests": 512,
+            "autoscaling": {
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "target_ongoing_requests": 4,
+                "policy": "predictive",
+                "cold_start_s": 1.0,
+            },
+        }
+    }
+    data["forecast"] = {
+        "step_s": 0.5,
+        "report_interval_s": 0.2,
+        "decision_lag_s": 0.5,
+        "poll_interval_s": 0.2,
+    }
     # Two ingress replicas, so that health sharing between replicas is exercised.
     data["deployments"]["ingress"] = {"num_replicas": 2, "num_cpus": 0.25, "max_ongoing_requests": 256}
     path: Path = tmp_path_factory.mktemp("cfg") / "config.yaml"
