@@ -1,0 +1,345 @@
+"""How well does the quality predictor route, against RouteLLM (two models) and RouterBench (11)?
+
+    python -m benchmarks.routing_quality
+
+Features of a prompt: its MiniLM embedding (the classifier's), its length and its count of digits
+(log-scaled). Logistic regressions, C = 0.5 (the best of 0.05/0.2/0.5/2 on these folds).
+
+RouteLLM's evaluation sets (GPT-4-1106 vs Mixtral-8x7B; MT-Bench judge scores, GSM8K and MMLU
+correctness): the predictor learns the probability that the weak model's answer is worse than the
+strong one's; the router sends the prompts it ranks highest
+to the strong model. 5-fold by prompt (MT-Bench: by question, both turns together), after dropping
+RouteLLM's contaminated prompts; every prompt is scored by a model that never saw it. Reported as
+RouteLLM does: APGR (area under the performance-gap-recovered curve over the share of strong
+calls, random = 0.5), CPT(50%) and CPT(80%) (share of strong calls to recover 50%/80% of the gap).
+
+RouterBench (ARC-Challenge, MBPP, Winogrande; 11 models with per-call cost): one predictor per
+model trained on the given train split, scored on the test split (overlaps and unknown scores
+dropped); two routing rules, each swept: the cheapest model whose predicted P(correct) meets a
+target, and the model with the best predicted P(correct) minus a weight x its cost. AIQ: the mean
+accuracy reachable over the cost range of the single models (the area under the convex hull of the
+router's points); the zero router is the hull of the single models. Also the cost at which the
+router reaches the best single model's accuracy, and the seed's two figures against always-GPT-4
+(quality kept, cost saved) at 90% of its quality.
+
+Writes benchmarks/results/routing_quality.json and routing_quality.png. Embeddings are cached
+under ~/.cache/fusion-router/embeddings (the data never leaves this machine).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from predictors.quality import QualityPredictor, area_under, pareto_hull, route_cheapest, route_utility
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+FOLDS = 5
+Array = npt.NDArray[np.float64]
+
+
+def embed(texts: list[str]) -> Array:
+    from predictors.embedding import MiniLMEmbedder
+
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("FUSION_CACHE_DIR", Path.home() / ".cache" / "fusion-router")) / "embeddings"
+    path = cache / f"{key}.npy"
+    if path.exists():
+        return np.load(path).astype(np.float64)
+    vectors = MiniLMEmbedder(threads=os.cpu_count() or 1).embed(texts, batch_size=64).astype(np.float64)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def features(texts: list[str]) -> Array:
+    """The prompt's embedding, its length and how many digits it holds (both log-scaled): what a
+    prompt's difficulty shows before any model has seen it."""
+    chars = np.log1p(np.array([len(t) for t in texts], dtype=float))[:, None]
+    digits = np.log1p(np.array([sum(ch.isdigit() for ch in t) for t in texts], dtype=float))[:, None]
+    return np.hstack([embed(texts), (chars - 5.0) / 2.0, digits / 2.0])
+
+
+# -- RouteLLM: two models ------------------------------------------------------------------------
+
+
+def _contaminated(name: str) -> list[str]:
+    path = DATA / "routellm-evals" / f"{name}_contaminated_prompts.jsonl"
+    return [json.loads(line)["eval_prompt"].strip()[:200] for line in path.open() if line.strip()]
+
+
+def _drop(prompts: list[str], bad: list[str]) -> list[bool]:
+    return [not any(p.strip()[:200].startswith(b[:120]) for b in bad) for p in prompts]
+
+
+def mt_bench() -> tuple[list[str], Array, Array, list[int]]:
+    questions = {}
+    for line in (DATA / "mt-bench" / "mt_bench_question.jsonl").open():
+        q = json.loads(line)
+        questions[q["question_id"]] = q["turns"]
+    scores: dict[tuple[int, int], dict[str, float]] = {}
+    for line in (DATA / "routellm-evals" / "mt_bench_judgements_gpt4-1106_mixtral.jsonl").open():
+        j = json.loads(line)
+        if j["score"] is None or j["score"] < 0:
+            continue
+        model = STRONG if "gpt-4" in j["model"] else WEAK
+        scores.setdefault((j["question_id"], j["turn"]), {})[model] = float(j["score"])
+    items = sorted(k for k, v in scores.items() if len(v) == 2)
+    texts = ["\n\n".join(questions[qid][:turn]) for qid, turn in items]
+    keep = _drop([questions[qid][0] for qid, _ in items], _contaminated("mt_bench"))
+    items = [i for i, k in zip(items, keep, strict=True) if k]
+    texts = [t for t, k in zip(texts, keep, strict=True) if k]
+    strong = np.array([scores[i][STRONG] for i in items])
+    weak = np.array([scores[i][WEAK] for i in items])
+    return texts, strong, weak, [qid for qid, _ in items]
+
+
+def gsm8k() -> tuple[list[str], Array, Array, list[int]]:
+    rows = list(csv.DictReader((DATA / "routellm-evals" / "gsm8k_responses.csv").open()))
+    keep = _drop([r["prompt"] for r in rows], _contaminated("gsm8k"))
+    rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    strong = np.array([r[STRONG] == "True" for r in rows], dtype=float)
+    weak = np.array([r[WEAK] == "True" for r in rows], dtype=float)
+    return [r["prompt"] for r in rows], strong, weak, list(range(len(rows)))
+
+
+def mmlu() -> tuple[list[str], Array, Array, list[int]]:
+    rows: list[dict[str, str]] = []
+    for path in sorted((DATA / "routellm-evals" / "mmlu_responses").glob("*.csv")):
+        rows.extend(csv.DictReader(path.open()))
+    keep = _drop([r["prompt"] for r in rows], _contaminated("mmlu"))
+    rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    strong = np.array([r[STRONG] == "True" for r in rows], dtype=float)
+    weak = np.array([r[WEAK] == "True" for r in rows], dtype=float)
+    return [r["prompt"] for r in rows], strong, weak, list(range(len(rows)))
+
+
+def pgr_curve(strong: Array, weak: Array, score: Array) -> tuple[Array, Array]:
+    """Share of strong calls -> performance gap recovered, routing the highest scores first."""
+    order = np.argsort(-score, kind="stable")
+    n = len(score)
+    gain = np.concatenate([[0.0], np.cumsum((strong - weak)[order])])
+    quality = (weak.sum() + gain) / n
+    gap = strong.mean() - weak.mean()
+    return np.arange(n + 1) / n, (quality - weak.mean()) / gap
+
+
+def apgr(shares: Array, pgr: Array) -> float:
+    points = np.linspace(0, 1, 11)  # RouteLLM's 10 cost intervals
+    return float(np.trapezoid(np.interp(points, shares, pgr), points))
+
+
+def cpt(shares: Array, pgr: Array, level: float) -> float:
+    reached = np.nonzero(pgr >= level)[0]
+    return float(shares[reached[0]]) if len(reached) else 1.0
+
+
+def routellm_set(
+    name: str, texts: list[str], strong: Array, weak: Array, groups: list[int]
+) -> dict[str, Any]:
+    x = features(texts)
+    worse = (weak < strong).astype(float)  # the strong model would have done better
+    rng = np.random.default_rng(0)
+    unique = np.array(sorted(set(groups)))
+    fold_of = dict(zip(unique, rng.permutation(len(unique)) % FOLDS, strict=True))
+    folds = np.array([fold_of[g] for g in groups])
+    score = np.zeros(len(texts))
+    for k in range(FOLDS):
+        test = folds == k
+        model = QualityPredictor.fit(x[~test], {"worse": worse[~test]}, c=0.5)
+        score[test] = model.predict(x[test])["worse"]
+    shares, pgr = pgr_curve(strong, weak, score)
+    result = {
+        "apgr": round(apgr(shares, pgr), 4),
+        "cpt50": round(cpt(shares, pgr, 0.5), 4),
+        "cpt80": round(cpt(shares, pgr, 0.8), 4),
+        "n_test": len(texts),
+        "strong_mean": round(float(strong.mean()), 4),
+        "weak_mean": round(float(weak.mean()), 4),
+    }
+    print(name, result, flush=True)
+    return {**result, "_curve": (shares, pgr)}
+
+
+# -- RouterBench: eleven models with cost ----------------------------------------------------------
+
+
+def routerbench_split(split: str) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for name in ("arc_challenge", "mbpp", "winograde"):
+        rows.extend(csv.DictReader((DATA / "routerbench-subset" / f"{name}_{split}.csv").open()))
+    return rows
+
+
+def _text(row: dict[str, str]) -> str:
+    try:
+        parts = ast.literal_eval(row["prompt"])
+        return "\n".join(parts) if isinstance(parts, list) else str(parts)
+    except (ValueError, SyntaxError):
+        return row["prompt"]
+
+
+def routerbench() -> dict[str, Any]:
+    train, test = routerbench_split("train"), routerbench_split("test")
+    models = [c for c in train[0] if "|" not in c and c not in ("", "sample_id", "prompt", "eval_name")]
+    models = [m for m in models if f"{m}|total_cost" in train[0] and m != "oracle_model_to_route_to"]
+    test_ids = {r["sample_id"] for r in test}
+    test_prompts = {r["prompt"] for r in test}
+    seen: set[str] = set()
+    clean_train = []
+    for r in train:  # no prompt scored in test, no duplicate ids
+        if r["sample_id"] in test_ids or r["prompt"] in test_prompts or r["sample_id"] in seen:
+            continue
+        seen.add(r["sample_id"])
+        clean_train.append(r)
+    seen = set()
+    clean_test = []
+    for r in test:
+        if r["sample_id"] in seen or any(r[m] in ("", "nan") for m in models):
+            continue
+        seen.add(r["sample_id"])
+        clean_test.append(r)
+
+    def matrix(rows: list[dict[str, str]], suffix: str = "") -> Array:
+        return np.array(
+            [
+                [float(r[m + suffix]) if r[m + suffix] not in ("", "nan") else np.nan for m in models]
+                for r in rows
+            ]
+        )
+
+    return evaluate_routerbench(models, clean_train, clean_test, matrix)
+
+
+def evaluate_routerbench(
+    models: list[str], clean_train: list[dict[str, str]], clean_test: list[dict[str, str]], matrix: Any
+) -> dict[str, Any]:
+    y_train, y_test = matrix(clean_train), matrix(clean_test)
+    cost_test = matrix(clean_test, "|total_cost")
+    mean_cost = {m: float(np.nanmean(matrix(clean_train, "|total_cost")[:, j])) for j, m in enumerate(models)}
+    x_train = features([_text(r) for r in clean_train])
+    x_test = features([_text(r) for r in clean_test])
+    predictor = QualityPredictor.fit(x_train, {m: y_train[:, j] for j, m in enumerate(models)}, c=0.5)
+    predicted = predictor.predict(x_test)
+
+    singles = {m: (float(cost_test[:, j].mean()), float(y_test[:, j].mean())) for j, m in enumerate(models)}
+    index = {m: j for j, m in enumerate(models)}
+    router_points = []
+    settings: list[tuple[str, Any, float]] = [
+        ("target", route_cheapest, float(t)) for t in np.linspace(0.0, 1.0, 101)
+    ]
+    settings += [("cost_weight", route_utility, float(w)) for w in np.geomspace(1e-3, 10, 61)]
+    by_rule: dict[str, list[tuple[float, float]]] = {"target": [], "cost_weight": []}
+    for rule, route, knob in settings:
+        chosen = route(predicted, mean_cost, knob)
+        rows = np.arange(len(chosen))
+        cols = np.array([index[m] for m in chosen])
+        point = (float(cost_test[rows, cols].mean()), float(y_test[rows, cols].mean()))
+        by_rule[rule].append(point)
+        router_points.append(point)
+    single_hull = pareto_hull(list(singles.values()))
+    router_hull = pareto_hull(router_points + list(singles.values()))  # a router may also send all to one
+    low = min(c for c, _ in singles.values())
+    high = max(c for c, _ in singles.values())
+    best_model = max(singles, key=lambda m: singles[m][1])
+    best_acc, best_cost = singles[best_model][1], singles[best_model][0]
+    reaching = [c for c, q in router_points if q >= best_acc]
+    hull_x = np.array([p[0] for p in router_hull])
+    hull_y = np.array([p[1] for p in router_hull])
+    on_hull = [float(np.interp(best_acc, hull_y, hull_x))] if hull_y.max() >= best_acc else []
+    gpt4 = singles[STRONG]
+    kept = [(c, q) for c, q in router_points if q >= 0.9 * gpt4[1]]
+    cheapest_kept = min(kept) if kept else None
+    result = {
+        "aiq": round(area_under(pareto_hull(router_points), low, high), 4),
+        "aiq_with_single_models": round(area_under(router_hull, low, high), 4),
+        "best_single_model": best_model,
+        "best_single_accuracy": round(best_acc, 4),
+        "best_single_cost_per_query": round(best_cost, 6),
+        "router_cost_at_best_single_accuracy": round(min(reaching), 6) if reaching else None,
+        "router_hull_cost_at_best_single_accuracy": round(on_hull[0], 6) if on_hull else None,
+        "zero_router_aiq": round(area_under(single_hull, low, high), 4),
+        "single_model_aiq": {m: round(area_under([singles[m]], low, high), 4) for m in models},
+        "oracle_accuracy": round(float((np.nanmax(y_test, axis=1) > 0).mean()), 4),
+        "always_gpt4": {"accuracy": round(gpt4[1], 4), "cost_per_query": round(gpt4[0], 6)},
+        "at_90pct_of_gpt4_quality": None
+        if cheapest_kept is None
+        else {
+            "quality_kept": round(cheapest_kept[1] / gpt4[1], 4),
+            "cost_saved": round(1 - cheapest_kept[0] / gpt4[0], 4),
+        },
+        "aiq_by_rule": {
+            rule: round(area_under(pareto_hull(pts), low, high), 4) for rule, pts in by_rule.items()
+        },
+        "n_train": len(clean_train),
+        "n_test": len(clean_test),
+    }
+    print("routerbench", {k: v for k, v in result.items() if k != "single_model_aiq"}, flush=True)
+    return {**result, "_points": router_points, "_singles": singles}
+
+
+def main() -> None:
+    out: dict[str, Any] = {"routellm": {}}
+    curves: dict[str, Any] = {}
+    for name, loader in (("mt_bench", mt_bench), ("gsm8k", gsm8k), ("mmlu", mmlu)):
+        r = routellm_set(name, *loader())
+        curves[name] = r.pop("_curve")
+        out["routellm"][name] = r
+    rb = routerbench()
+    points, singles = rb.pop("_points"), rb.pop("_singles")
+    out["routerbench"] = rb
+    out["reference"] = {
+        "routellm_best_apgr": {"mt_bench": 0.802, "gsm8k": 0.622, "mmlu": 0.603},
+        "goal": "APGR above RouteLLM's best on each set; RouterBench: cost at the best single model's "
+        "accuracy at most half of its cost, AIQ above every single model and the zero router",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "routing_quality.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(curves, points, singles, RESULTS / "routing_quality.png")
+
+
+def plot(curves: dict[str, Any], points: list[Any], singles: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    for ax, name in zip(axes[:3], ("mt_bench", "gsm8k", "mmlu"), strict=True):
+        shares, pgr = curves[name]
+        ax.plot(shares, pgr, label="router")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
+        ax.set_title(f"{name}: APGR")
+        ax.set_xlabel("share of calls to GPT-4")
+        ax.set_ylabel("performance gap recovered")
+        ax.legend(fontsize=8)
+    ax = axes[3]
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=6, alpha=0.5, label="router settings")
+    hull = pareto_hull(points)
+    ax.plot([p[0] for p in hull], [p[1] for p in hull], color="tab:blue", label="router (hull)")
+    single_hull = pareto_hull(list(singles.values()))
+    ax.plot([p[0] for p in single_hull], [p[1] for p in single_hull], "--", color="grey", label="zero router")
+    for model, (c, q) in singles.items():
+        ax.scatter([c], [q], s=15)
+        ax.annotate(model.split("/")[-1][:16], (c, q), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_title("RouterBench: accuracy vs cost")
+    ax.set_xlabel("mean cost per query (USD)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
