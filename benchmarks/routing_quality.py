@@ -144,9 +144,8 @@ def cpt(shares: Array, pgr: Array, level: float) -> float:
     return float(shares[reached[0]]) if len(reached) else 1.0
 
 
-def routellm_set(
-    name: str, texts: list[str], strong: Array, weak: Array, groups: list[int]
-) -> dict[str, Any]:
+def cross_fitted_scores(texts: list[str], strong: Array, weak: Array, groups: list[int]) -> Array:
+    """P(the weak answer is worse) for every prompt, each from a model trained without its fold."""
     x = features(texts)
     worse = (weak < strong).astype(float)  # the strong model would have done better
     rng = np.random.default_rng(0)
@@ -158,6 +157,13 @@ def routellm_set(
         test = folds == k
         model = QualityPredictor.fit(x[~test], {"worse": worse[~test]}, c=0.5)
         score[test] = model.predict(x[test])["worse"]
+    return score
+
+
+def routellm_set(
+    name: str, texts: list[str], strong: Array, weak: Array, groups: list[int]
+) -> dict[str, Any]:
+    score = cross_fitted_scores(texts, strong, weak, groups)
     shares, pgr = pgr_curve(strong, weak, score)
     result = {
         "apgr": round(apgr(shares, pgr), 4),
