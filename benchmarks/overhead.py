@@ -40,14 +40,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def closed_loop(
-    url: str, body: dict[str, Any], concurrency: int, total: int, check_model: str | None
+    url: str,
+    body: dict[str, Any],
+    concurrency: int,
+    total: int,
+    check_model: str | None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[list[float], int, float]:
     """``total`` requests from ``concurrency`` workers; returns latencies (ms), errors, wall seconds."""
     latencies: list[float] = []
     errors = 0
     issued = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
 
         async def warm() -> None:
             # one unmeasured request per worker opens its keep-alive connection
