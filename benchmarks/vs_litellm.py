@@ -38,6 +38,7 @@ import yaml
 
 from benchmarks.harness import emulator, graph
 from benchmarks.overhead import closed_loop, percentile
+from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.emulator.server import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -111,6 +112,14 @@ def litellm_proxy(emulator_url: str, workdir: Path) -> Iterator[str]:
             process.kill()
 
 
+def fusion_config(workdir: Path, placement: str) -> str:
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["deployments"]["classifier"]["placement"] = placement
+    path = workdir / "fusion_config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
 def measure(
     url: str,
     body: dict[str, Any],
@@ -132,7 +141,15 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--requests-per-conc", default="1:150,16:600,64:1200")
+    parser.add_argument(
+        "--classifier-placement",
+        choices=("deployment", "ingress"),
+        default="deployment",
+        help="Fusion's deployments.classifier.placement",
+    )
+    parser.add_argument("--out", default=str(RESULTS / "vs_litellm.json"))
     args = parser.parse_args()
+    out = Path(args.out)
     plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
     RESULTS.mkdir(parents=True, exist_ok=True)
     litellm_bin()  # install before any clock starts
@@ -148,7 +165,7 @@ def main() -> None:
                 body = {"model": MODEL, "messages": messages}
                 auth = {"authorization": f"Bearer {MASTER_KEY}"}
                 got["litellm"] = measure(f"{proxy}/v1/chat/completions", body, plan, None, auth)
-            with graph(emu) as router:
+            with graph(emu, fusion_config(RESULTS, args.classifier_placement)) as router:
                 body = {"model": "auto", "messages": messages}
                 got["fusion"] = measure(f"{router}/v1/chat/completions", body, plan, MODEL)
             rounds.append(got)
@@ -156,6 +173,7 @@ def main() -> None:
                 line = {k: round(percentile(v[conc]["lat"], 0.5), 1) for k, v in got.items()}
                 print(f"round {rnd + 1} c={conc} p50 ms {line}", flush=True)
     (RESULTS / "litellm_config.yaml").unlink(missing_ok=True)
+    (RESULTS / "fusion_config.yaml").unlink(missing_ok=True)
 
     def pooled(kind: str, conc: int) -> list[float]:
         return [x for r in rounds for x in r[kind][conc]["lat"]]
@@ -163,6 +181,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "litellm_version": LITELLM_VERSION,
         "rounds": args.rounds,
+        "fusion_classifier_placement": args.classifier_placement,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},
     }
@@ -186,9 +205,9 @@ def main() -> None:
         kind: max(result["concurrency"][str(c)][f"{kind}_rps"] for c in plan)
         for kind in ("litellm", "fusion")
     }
-    (RESULTS / "vs_litellm.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    plot(result, RESULTS / "vs_litellm.png")
+    plot(result, out.with_suffix(".png"))
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

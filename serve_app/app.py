@@ -33,7 +33,11 @@ def _deployment(obj: object) -> Deployment:
 
 def bind_graph(config: FusionConfig) -> Application:
     d = config.deployments
-    classifier = _deployment(ClassifierDeployment).options(**d.classifier.serve_options()).bind(d.classifier)
+    classifier = (
+        None
+        if d.classifier.placement == "ingress"
+        else _deployment(ClassifierDeployment).options(**d.classifier.serve_options()).bind(d.classifier)
+    )
     used = sorted({m.provider for m in config.models.values()})
     providers = {
         name: _deployment(ProviderDeployment)

@@ -285,6 +285,11 @@ class ClassifierOptions(DeploymentOptions):
     engine: Literal["embedding", "keyword"] = Field(
         default="embedding", description="trained MiniLM heads, or the keyword baseline"
     )
+    placement: Literal["deployment", "ingress"] = Field(
+        default="deployment",
+        description="its own deployment (batched, scaled apart), or inside each ingress replica "
+        "(one Ray hop less per request)",
+    )
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(default=0.002, ge=0)
 

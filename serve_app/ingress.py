@@ -14,7 +14,7 @@ from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
-from predictors.classification import Classification
+from predictors.classification import Classification, TaskClassifier
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
 from serve_app.demand import ArrivalCounter
@@ -31,12 +31,17 @@ class Ingress:
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         config: FusionConfig,
-        classifier: DeploymentHandle,
+        classifier: DeploymentHandle | None,
         providers: dict[str, DeploymentHandle],
         board: DeploymentHandle,
     ) -> None:
         self._config = config
         self._classifier = classifier
+        self._local_classifier: TaskClassifier | None = None
+        if classifier is None:  # deployments.classifier.placement: ingress
+            from deployments.classifier import load_classifier
+
+            self._local_classifier = load_classifier(config.deployments.classifier.engine)
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
         self.health = HealthRegistry(config.health)
@@ -124,6 +129,10 @@ class Ingress:
             self._arrivals.add(f"Provider_{provider}", tokens, time.monotonic() - started)
 
     async def _classify(self, text: str) -> Classification:
+        if self._local_classifier is not None:  # off the event loop: a MiniLM pass takes milliseconds
+            found = await asyncio.to_thread(self._local_classifier.classify_many, [text])
+            return found[0]
+        assert self._classifier is not None
         result: Classification = await self._classifier.classify.remote(text)
         return result
 

@@ -14,7 +14,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from serve_app.app import AppArgs, build_app
-from serve_app.config import load_config
+from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
@@ -83,3 +83,15 @@ def test_bound_graph_carries_the_llama_gpu_options() -> None:
     assert providers["meta_70b"]._bound_deployment.ray_actor_options["num_gpus"] == 4.0
     assert providers["openai"]._bound_deployment._deployment_config.max_ongoing_requests == 1024
     assert ingress._deployment_config.autoscaling_config.min_replicas == 2
+
+
+def test_classifier_can_run_inside_the_ingress(tmp_path: Path) -> None:
+    """placement: ingress binds no classifier deployment; the ingress gets None and loads its own."""
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["deployments"]["classifier"]["placement"] = "ingress"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    ingress: Any = build_app(AppArgs(config_path=str(path)))._bound_deployment
+    assert ingress.init_args[1] is None
+    default: Any = build_app(AppArgs())._bound_deployment
+    assert default.init_args[1]._bound_deployment.name == "ClassifierDeployment"
