@@ -112,9 +112,10 @@ def litellm_proxy(emulator_url: str, workdir: Path) -> Iterator[str]:
             process.kill()
 
 
-def fusion_config(workdir: Path, placement: str) -> str:
+def fusion_config(workdir: Path, placement: str, providers_in_ingress: bool) -> str:
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["deployments"]["classifier"]["placement"] = placement
+    data["deployments"]["api_providers_in_ingress"] = providers_in_ingress
     path = workdir / "fusion_config.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
@@ -147,6 +148,11 @@ def main() -> None:
         default="deployment",
         help="Fusion's deployments.classifier.placement",
     )
+    parser.add_argument(
+        "--api-providers-in-ingress",
+        action="store_true",
+        help="Fusion's deployments.api_providers_in_ingress (no provider hop)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "vs_litellm.json"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -165,7 +171,8 @@ def main() -> None:
                 body = {"model": MODEL, "messages": messages}
                 auth = {"authorization": f"Bearer {MASTER_KEY}"}
                 got["litellm"] = measure(f"{proxy}/v1/chat/completions", body, plan, None, auth)
-            with graph(emu, fusion_config(RESULTS, args.classifier_placement)) as router:
+            fusion = fusion_config(RESULTS, args.classifier_placement, args.api_providers_in_ingress)
+            with graph(emu, fusion) as router:
                 body = {"model": "auto", "messages": messages}
                 got["fusion"] = measure(f"{router}/v1/chat/completions", body, plan, MODEL)
             rounds.append(got)
@@ -182,6 +189,7 @@ def main() -> None:
         "litellm_version": LITELLM_VERSION,
         "rounds": args.rounds,
         "fusion_classifier_placement": args.classifier_placement,
+        "fusion_api_providers_in_ingress": args.api_providers_in_ingress,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},
     }

@@ -38,7 +38,8 @@ def bind_graph(config: FusionConfig) -> Application:
         if d.classifier.placement == "ingress"
         else _deployment(ClassifierDeployment).options(**d.classifier.serve_options()).bind(d.classifier)
     )
-    used = sorted({m.provider for m in config.models.values()})
+    in_ingress = set(d.in_ingress(config))
+    used = sorted({m.provider for m in config.models.values()} - in_ingress)
     providers = {
         name: _deployment(ProviderDeployment)
         .options(name=f"Provider_{name}", **d.for_provider(name).serve_options(config.forecast))

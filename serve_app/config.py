@@ -301,6 +301,18 @@ class DeploymentsConfig(_Strict):
     provider_overrides: dict[str, DeploymentOptions] = Field(
         default_factory=dict, description="per provider, e.g. the Llama replicas' CPUs, GPUs and autoscaling"
     )
+    api_providers_in_ingress: bool = Field(
+        default=False,
+        description="call the API providers' SDKs from the ingress replicas instead of their own "
+        "deployments (one Ray hop less per call); the self-hosted Llama always has its deployment",
+    )
+
+    def in_ingress(self, config: FusionConfig) -> list[str]:
+        """Providers whose adapters run inside the ingress replicas."""
+        if not self.api_providers_in_ingress:
+            return []
+        used = sorted({m.provider for m in config.models.values()})
+        return [name for name in used if config.providers[name].local is None]
 
     def for_provider(self, name: str) -> DeploymentOptions:
         return self.provider_overrides.get(name, self.provider)

@@ -13,6 +13,7 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from deployments.provider import ProviderCore
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification, TaskClassifier
 from serve_app.api import create_api
@@ -44,6 +45,8 @@ class Ingress:
             self._local_classifier = load_classifier(config.deployments.classifier.engine)
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
+        # providers whose adapters run here (deployments.api_providers_in_ingress): no Ray hop
+        self._cores = {name: ProviderCore(name, config) for name in config.deployments.in_ingress(config)}
         self.health = HealthRegistry(config.health)
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
         self._board = board
@@ -58,7 +61,9 @@ class Ingress:
             self._report_task = asyncio.get_running_loop().create_task(self._report_arrivals())
         emulator = config.emulator_url()
         self.modes = {
-            name: spec.mode(os.environ) for name, spec in config.providers.items() if name in providers
+            name: spec.mode(os.environ)
+            for name, spec in config.providers.items()
+            if name in providers or name in self._cores
         }
         for name, mode in self.modes.items():
             where = {"emulated": f"emulator at {emulator}", "live": "live API"}.get(mode, mode)
@@ -139,7 +144,11 @@ class Ingress:
     async def _complete(self, provider: str, request: ProviderRequest) -> Completion:
         started = time.monotonic()
         try:
-            result = await self._providers[provider].complete.remote(request)
+            core = self._cores.get(provider)
+            if core is not None:
+                result = await core.complete(request)
+            else:
+                result = await self._providers[provider].complete.remote(request)
         except RayError as exc:
             raise _replica_error(provider, request, exc) from exc
         finally:
@@ -150,6 +159,17 @@ class Ingress:
         return completion
 
     async def _stream(self, provider: str, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
+        core = self._cores.get(provider)
+        if core is not None:
+            started = time.monotonic()
+            try:
+                async for local in core.stream(request):
+                    if isinstance(local, ProviderError):
+                        raise local
+                    yield local
+            finally:
+                self._count(provider, request, started)
+            return
         generator: DeploymentResponseGenerator = self._streams[provider].stream.remote(request)  # type: ignore[assignment]
         started = time.monotonic()
         finished = False

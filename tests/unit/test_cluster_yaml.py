@@ -95,3 +95,15 @@ def test_classifier_can_run_inside_the_ingress(tmp_path: Path) -> None:
     assert ingress.init_args[1] is None
     default: Any = build_app(AppArgs())._bound_deployment
     assert default.init_args[1]._bound_deployment.name == "ClassifierDeployment"
+
+
+def test_api_providers_can_run_inside_the_ingress(tmp_path: Path) -> None:
+    """api_providers_in_ingress: only the self-hosted Llama keeps a provider deployment."""
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["deployments"]["api_providers_in_ingress"] = True
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(str(path))
+    assert config.deployments.in_ingress(config) == ["anthropic", "google", "openai"]
+    ingress: Any = build_app(AppArgs(config_path=str(path)))._bound_deployment
+    assert sorted(ingress.init_args[2]) == ["meta"]
