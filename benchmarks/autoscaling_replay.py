@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -52,7 +51,7 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.autoscaling_policy import _apply_autoscaling_config, replica_queue_length_autoscaling_policy
 from ray.serve.config import AutoscalingConfig, AutoscalingContext, AutoscalingPolicy
 
-from deployments.autoscaling import PredictivePolicy
+from deployments.autoscaling import PredictivePolicy, replicas_for
 from predictors.forecast_eval import bin_arrivals, load_arrivals
 from serve_app.demand import DemandHub
 
@@ -76,7 +75,7 @@ class Deployment:
         return self.per_replica * self.utilisation
 
     def need(self, rate_per_s: float) -> int:
-        return max(1, math.ceil(rate_per_s * self.service_s / self.target_ongoing - 1e-9))
+        return max(1, replicas_for(rate_per_s * self.service_s, self.target_ongoing))
 
 
 class SimClock:

@@ -36,6 +36,12 @@ def actor_name(app_name: str) -> str:
     return f"demand-forecaster:{app_name or 'default'}"
 
 
+def replicas_for(concurrency: float, per_replica: float) -> int:
+    """Replicas that carry ``concurrency`` ongoing requests at ``per_replica`` each. By Little's
+    law a demand of ``rate`` calls/s lasting ``service`` s each is a concurrency of rate x service."""
+    return math.ceil(concurrency / per_replica - 1e-9) if concurrency > 0 else 0
+
+
 @dataclass(frozen=True)
 class Decision:
     replicas: int
@@ -54,7 +60,7 @@ def decide(
     min_replicas: int,
     max_replicas: int,
 ) -> Decision:
-    reactive = math.ceil(ongoing_requests / target_ongoing - 1e-9) if ongoing_requests > 0 else 0
+    reactive = replicas_for(ongoing_requests, target_ongoing)
 
     def bounded(n: int) -> int:
         return max(min_replicas, min(max_replicas, n))
@@ -65,7 +71,7 @@ def decide(
         return Decision(bounded(reactive), "stale_forecast", reactive, None)
     service = forecast.get("service_time_s") or default_service_time_s
     rate = forecast["rate_p90_per_s"]
-    predicted = math.ceil(rate * service / target_ongoing - 1e-9) if rate > 0 else 0
+    predicted = replicas_for(rate * service, target_ongoing)
     if predicted > reactive:
         return Decision(bounded(predicted), "forecast", reactive, predicted)
     return Decision(bounded(reactive), "reactive", reactive, predicted)

@@ -15,8 +15,8 @@ import asyncio
 import logging
 from typing import Any
 
-from deployments.autoscaling import NAMESPACE, actor_name
-from serve_app.demand import DemandHub, Report, replicas_for
+from deployments.autoscaling import NAMESPACE, actor_name, replicas_for
+from serve_app.demand import DemandHub, Report
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,7 +55,7 @@ class DemandForecasterActor:
             f = self.hub.published.get(deployment)
             if f is None or f["service_time_s"] <= 0:
                 continue
-            n = min(max_replicas, replicas_for(f["rate_p90_per_s"], f["service_time_s"], per_replica))
+            n = min(max_replicas, replicas_for(f["rate_p90_per_s"] * f["service_time_s"], per_replica))
             out.extend([dict(shape)] * n)
         return out
 

@@ -10,8 +10,8 @@ that turns demand into replicas. Plain Python; ``deployments/forecaster.py`` is 
   (``predictors/forecast.py``, refit per step in microseconds) and publishes, per deployment, the
   rate expected ``horizon`` ahead (point and P90; horizon = decision lag + the deployment's cold
   start), the measured service time, and when it was computed.
-- ``replicas_for``: Little's law, concurrency = rate x service time, divided by what one replica
-  should carry (the deployment's ``target_ongoing_requests``).
+Demand becomes replicas by ``deployments.autoscaling.replicas_for`` (Little's law), the rule the
+policy itself uses.
 """
 
 from __future__ import annotations
@@ -24,13 +24,6 @@ from typing import Any
 from predictors.forecast import DemandForecaster, ForecastSettings
 
 Report = dict[str, tuple[int, float, float]]  # deployment -> (calls, input tokens, busy seconds)
-
-
-def replicas_for(rate_per_s: float, service_time_s: float, per_replica: float) -> int:
-    """Replicas that carry ``rate_per_s`` calls of ``service_time_s`` each at ``per_replica`` ongoing."""
-    if rate_per_s <= 0:
-        return 0
-    return math.ceil(rate_per_s * service_time_s / per_replica - 1e-9)
 
 
 class ArrivalCounter:

@@ -332,9 +332,10 @@ class StreamSession:
                 else:
                     if not self.allow_continuation or is_final(exc):
                         raise
-                    failed = {a.model for a in info.attempts if a.error is not None}
                     try:
-                        self.segment = await gw._open_segment(self._continuation(), info, deadline, failed)
+                        self.segment = await gw._open_segment(
+                            self._continuation(), info, deadline, self._failed_models()
+                        )
                     except NoProviderAvailableError:
                         raise exc from None
                 info.continuations.append(
@@ -361,9 +362,10 @@ class StreamSession:
         seg.first = []
         iterator = seg.rest.__aiter__()
         timeout = gw.retry.inter_token_timeout_s
-        hedge_after = gw._stall_hedge_after() if self.allow_continuation else None
+        spare_after = gw._stall_hedge_after() if self.allow_continuation else None
         while True:
             silent_since = time.monotonic()
+            hedge_after = spare_after
             nxt: asyncio.Future[StreamDelta] = asyncio.ensure_future(iterator.__anext__())
             spare: asyncio.Task[Segment] | None = None
             try:
@@ -371,11 +373,9 @@ class StreamSession:
                     now = time.monotonic()
                     if spare is None and hedge_after is not None and now >= silent_since + hedge_after:
                         if gw._hedges.try_hedge(now):
-                            failed = {a.model for a in info.attempts if a.error is not None}
+                            exclude = self._failed_models() | {seg.candidate.model}
                             spare = asyncio.create_task(
-                                gw._open_segment(
-                                    self._continuation(), info, deadline, failed | {seg.candidate.model}
-                                )
+                                gw._open_segment(self._continuation(), info, deadline, exclude)
                             )
                         hedge_after = None  # one spare per silence, and none over budget
                     wake = silent_since + (timeout if hedge_after is None else hedge_after)
@@ -388,20 +388,14 @@ class StreamSession:
                     if spare is not None and spare in done:
                         if spare.exception() is None:
                             silent = time.monotonic() - silent_since
-                            error = ProviderTimeoutError(
-                                f"stream silent for {silent:.1f}s; continued on another model",
-                                provider=seg.candidate.provider,
-                                model=seg.candidate.model,
+                            error = _timeout(
+                                seg.candidate, f"stream silent for {silent:.1f}s; continued on another model"
                             )
                             taken, spare = spare.result(), None
                             raise _Overtaken(taken, error)
                         spare = None  # no other candidate could start: wait the silence out
                     elif time.monotonic() >= silent_since + timeout:
-                        raise ProviderTimeoutError(
-                            f"stream stalled for {timeout:.1f}s",
-                            provider=seg.candidate.provider,
-                            model=seg.candidate.model,
-                        )
+                        raise _timeout(seg.candidate, f"stream stalled for {timeout:.1f}s")
             except BaseException:
                 nxt.cancel()
                 await asyncio.gather(nxt, return_exceptions=True)
@@ -410,12 +404,15 @@ class StreamSession:
             finally:
                 if spare is not None:
                     await _drop_spare(spare, info, seg)
-            hedge_after = gw._stall_hedge_after() if self.allow_continuation else None
             try:
                 delta = nxt.result()
             except StopAsyncIteration:
                 return
             yield delta
+
+    def _failed_models(self) -> set[str]:
+        """Models that already failed this request: a continuation goes elsewhere."""
+        return {a.model for a in self.info.attempts if a.error is not None}
 
     def _continuation(self) -> ChatCompletionRequest:
         """The original conversation, the text already sent as an assistant turn, and the ask to go on."""

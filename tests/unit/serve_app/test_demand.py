@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from deployments.autoscaling import replicas_for
 from deployments.forecaster import DemandForecasterActor
-from serve_app.demand import ArrivalCounter, DemandHub, replicas_for
+from serve_app.demand import ArrivalCounter, DemandHub
 
 
 class Clock:
@@ -17,9 +18,9 @@ class Clock:
 
 
 def test_replicas_for_is_littles_law() -> None:
-    assert replicas_for(10, 0.5, 2) == 3  # 5 ongoing / 2 per replica
-    assert replicas_for(4, 0.5, 2) == 1
-    assert replicas_for(0, 3, 2) == 0
+    assert replicas_for(10 * 0.5, 2) == 3  # 10/s x 0.5 s = 5 ongoing / 2 per replica
+    assert replicas_for(4 * 0.5, 2) == 1
+    assert replicas_for(0 * 3, 2) == 0
 
 
 def test_counter_drains_once() -> None:
