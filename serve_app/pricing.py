@@ -44,6 +44,7 @@ def call_cost_usd(config: FusionConfig, model: str, usage: Usage) -> float | Non
         PriceUsage(
             input_tokens=usage.input_tokens,
             cache_read_tokens=usage.cached_tokens or None,
+            cache_write_tokens=usage.cache_write_tokens or None,
             output_tokens=usage.output_tokens,
         ),
         provider_model,

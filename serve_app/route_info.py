@@ -49,12 +49,7 @@ class RouteInfo:
         self, config: FusionConfig, candidate: Candidate, usage: Usage, estimated: bool = False
     ) -> None:
         """Add one call's tokens and cost (a continued stream is charged for every segment)."""
-        self.usage = Usage(
-            input_tokens=self.usage.input_tokens + usage.input_tokens,
-            output_tokens=self.usage.output_tokens + usage.output_tokens,
-            cached_tokens=self.usage.cached_tokens + usage.cached_tokens,
-            reasoning_tokens=self.usage.reasoning_tokens + usage.reasoning_tokens,
-        )
+        self.usage = self.usage + usage
         self.usage_estimated = self.usage_estimated or estimated
         cost = call_cost_usd(config, candidate.model, usage)
         if cost is not None:
@@ -83,6 +78,7 @@ class RouteInfo:
             "continuations": [vars(x) for x in self.continuations],
             "hedged": self.hedged,
             "cost_usd": self.cost_usd,
+            "usage": vars(self.usage),  # every call of the request: cache and reasoning tokens included
             "usage_estimated": self.usage_estimated,
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
         }

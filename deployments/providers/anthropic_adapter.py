@@ -149,4 +149,5 @@ def _usage(raw: Any, output_tokens: int | None) -> Usage:
         input_tokens=(getattr(raw, "input_tokens", 0) or 0) + cache_read + cache_write,
         output_tokens=output_tokens or 0,
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )

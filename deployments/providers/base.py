@@ -40,10 +40,28 @@ class ProviderRequest:
 
 @dataclass
 class Usage:
+    """Tokens of one call, as every provider bills them.
+
+    ``input_tokens`` counts every prompt token, those read from or written to the prompt cache
+    included; ``cached_tokens`` (cache reads) and ``cache_write_tokens`` are parts of it, billed at
+    their own prices. ``output_tokens`` counts every generated token, the hidden reasoning
+    (thinking) tokens included; ``reasoning_tokens`` is that part.
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
 
     @property
     def total_tokens(self) -> int:

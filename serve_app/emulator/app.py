@@ -30,6 +30,7 @@ from serve_app.emulator.engine import (
     FALLBACK_PROFILE,
     LatencyProfile,
     Pacer,
+    PromptCache,
     compose_answer,
 )
 from serve_app.emulator.faults import FaultBook, FaultSpec
@@ -44,6 +45,7 @@ class EmulatorState:
         self.profiles: dict[str, LatencyProfile] = dict(DEFAULT_PROFILES if profiles is None else profiles)
         self.latency_scale = latency_scale
         self.requests: Counter[str] = Counter()
+        self.prompt_cache = PromptCache()
 
     def profile(self, model: str) -> LatencyProfile:
         return self.profiles.get(model, FALLBACK_PROFILE)
@@ -77,6 +79,7 @@ async def _handle(
     answer = compose_answer(
         parsed.model, parsed.prompt_text, profile=profile, max_tokens=parsed.max_tokens, stop=parsed.stop
     )
+    state.prompt_cache.apply(answer, parsed.model, parsed.cache_prefix, parsed.explicit_cache)
     pacer = Pacer(profile, state.latency_scale)
     fault = state.faults.draw(parsed.model)
 

@@ -40,6 +40,9 @@ class LatencyProfile(BaseModel):
     ttft_ms: float = Field(default=300.0, ge=0, description="time to first token")
     tokens_per_s: float = Field(default=80.0, gt=0, description="decode speed after the first token")
     reply_tokens: int = Field(default=40, ge=1, description="answer length when max_tokens does not cut it")
+    reasoning_tokens: int = Field(
+        default=0, ge=0, description="hidden thinking tokens per answer: billed as output, never sent"
+    )
 
 
 # Rough public figures for each family (time to first token, decode speed); the run mode uses them
@@ -63,6 +66,9 @@ class Answer:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     stop_sequence: str | None = None  # the stop sequence that ended the answer, if one did
+    reasoning_tokens: int = 0  # thinking tokens spent before the answer (billed as output)
+    cache_read_tokens: int = 0  # prompt tokens served from the prompt cache (part of prompt_tokens)
+    cache_write_tokens: int = 0  # prompt tokens written to the cache (Anthropic's explicit caching)
 
     @property
     def text(self) -> str:
@@ -107,8 +113,53 @@ def compose_answer(
                 break
             text = candidate
     return Answer(
-        tokens=tokens, finish_reason=finish, prompt_tokens=count_tokens(prompt_text), stop_sequence=matched
+        tokens=tokens,
+        finish_reason=finish,
+        prompt_tokens=count_tokens(prompt_text),
+        stop_sequence=matched,
+        reasoning_tokens=profile.reasoning_tokens,
     )
+
+
+class PromptCache:
+    """Which prompt prefixes the emulated providers have cached, as their real caches behave:
+
+    - implicit (OpenAI, Gemini): a prefix of at least ``min_tokens`` that was sent before is read
+      from the cache (``cached_tokens`` / ``cachedContentTokenCount``);
+    - explicit (Anthropic): the prefix up to the last block marked ``cache_control`` is written on
+      first use (``cache_creation_input_tokens``) and read afterwards (``cache_read_input_tokens``).
+    """
+
+    def __init__(self, min_tokens: int = 1024, capacity: int = 4096) -> None:
+        self.min_tokens = min_tokens
+        self.capacity = capacity
+        self._seen: dict[bytes, None] = {}  # insertion-ordered: the oldest is evicted first
+
+    def _key(self, model: str, prefix: str) -> bytes:
+        return hashlib.blake2b(f"{model}\x00{prefix}".encode(), digest_size=16).digest()
+
+    def lookup(self, model: str, prefix: str | None) -> tuple[bool, int]:
+        """(hit, the prefix's tokens), remembering the prefix; (False, 0) when it cannot be cached."""
+        if not prefix:
+            return False, 0
+        tokens = count_tokens(prefix)
+        if tokens < self.min_tokens:
+            return False, 0
+        key = self._key(model, prefix)
+        if key in self._seen:
+            return True, tokens
+        self._seen[key] = None
+        if len(self._seen) > self.capacity:
+            del self._seen[next(iter(self._seen))]
+        return False, tokens
+
+    def apply(self, answer: Answer, model: str, prefix: str | None, explicit: bool) -> None:
+        hit, tokens = self.lookup(model, prefix)
+        tokens = min(tokens, answer.prompt_tokens)
+        if hit:
+            answer.cache_read_tokens = tokens
+        elif explicit:
+            answer.cache_write_tokens = tokens
 
 
 class Pacer:

@@ -24,6 +24,8 @@ class Parsed:
         max_tokens: int | None,
         stop: list[str] | None,
         include_usage: bool = False,
+        cache_prefix: str | None = None,
+        explicit_cache: bool = False,
     ) -> None:
         self.model = model
         self.prompt_text = prompt_text
@@ -31,6 +33,8 @@ class Parsed:
         self.max_tokens = max_tokens
         self.stop = stop
         self.include_usage = include_usage
+        self.cache_prefix = cache_prefix  # the prompt text a provider's prompt cache may hold
+        self.explicit_cache = explicit_cache  # Anthropic: cached only where cache_control marks it
 
 
 class WireProtocol(Protocol):
@@ -58,6 +62,19 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return ""
+
+
+def _blocks(content: Any) -> list[tuple[str, bool]]:
+    """An Anthropic system or message content as (text, marked with cache_control) blocks."""
+    if isinstance(content, str):
+        return [(content, False)]
+    if isinstance(content, list):
+        return [
+            (str(part.get("text", "")), part.get("cache_control") is not None)
+            for part in content
+            if isinstance(part, dict)
+        ]
+    return []
 
 
 def _stop_list(raw: Any) -> list[str] | None:
@@ -90,7 +107,8 @@ class OpenAIProtocol:
             raise BadRequest("model is required")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("messages must be a non-empty array")
-        text = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+        texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+        text = "\n".join(texts)
         max_tokens = _int_or_none(body.get("max_completion_tokens", body.get("max_tokens")), "max_tokens")
         options = body.get("stream_options") or {}
         return Parsed(
@@ -100,6 +118,7 @@ class OpenAIProtocol:
             max_tokens=max_tokens,
             stop=_stop_list(body.get("stop")),
             include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
+            cache_prefix="\n".join(texts[:-1]) or None,
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -116,10 +135,10 @@ class OpenAIProtocol:
     def _usage(self, p: Parsed, answer: Answer) -> dict[str, Any]:
         return {
             "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+            "completion_tokens": answer.completion_tokens + answer.reasoning_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens + answer.reasoning_tokens,
+            "prompt_tokens_details": {"cached_tokens": answer.cache_read_tokens},
+            "completion_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
         }
 
     def _chunk(self, p: Parsed, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -194,15 +213,31 @@ class AnthropicProtocol:
         if max_tokens is None:
             raise BadRequest("max_tokens: Field required")
         system = body.get("system")
-        texts = [_text_of(system)] if system else []
-        texts += [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+        blocks = _blocks(system) if system else []
+        for m in messages:
+            if isinstance(m, dict):
+                blocks += _blocks(m.get("content"))
+        marked = [i for i, (_, cached) in enumerate(blocks) if cached]
+        prefix = "\n".join(t for t, _ in blocks[: marked[-1] + 1]) if marked else None
         return Parsed(
             model,
-            "\n".join(texts),
+            "\n".join(t for t, _ in blocks),
             stream=bool(body.get("stream")),
             max_tokens=max_tokens,
             stop=_stop_list(body.get("stop_sequences")),
+            cache_prefix=prefix,
+            explicit_cache=True,
         )
+
+    @staticmethod
+    def _usage(answer: Answer, output_tokens: int) -> dict[str, Any]:
+        uncached = answer.prompt_tokens - answer.cache_read_tokens - answer.cache_write_tokens
+        return {
+            "input_tokens": uncached,
+            "cache_creation_input_tokens": answer.cache_write_tokens,
+            "cache_read_input_tokens": answer.cache_read_tokens,
+            "output_tokens": output_tokens,
+        }
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
@@ -225,7 +260,7 @@ class AnthropicProtocol:
             "content": [{"type": "text", "text": answer.text}],
             "stop_reason": self._stop_reason(answer, p),
             "stop_sequence": answer.stop_sequence,
-            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens},
+            "usage": self._usage(answer, answer.completion_tokens + answer.reasoning_tokens),
         }
 
     def stream_head(self, p: Parsed, answer: Answer) -> list[str]:
@@ -237,7 +272,7 @@ class AnthropicProtocol:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1},
+            "usage": self._usage(answer, 1),
         }
         return [
             _sse({"type": "message_start", "message": message}, "message_start"),
@@ -264,7 +299,7 @@ class AnthropicProtocol:
                         "stop_reason": self._stop_reason(answer, p),
                         "stop_sequence": answer.stop_sequence,
                     },
-                    "usage": {"output_tokens": answer.completion_tokens},
+                    "usage": {"output_tokens": answer.completion_tokens + answer.reasoning_tokens},
                 },
                 "message_delta",
             ),
@@ -310,7 +345,12 @@ class GeminiProtocol:
         )
         stop = _stop_list(config.get("stopSequences", config.get("stop_sequences")))
         return Parsed(
-            model_from_path, "\n".join(texts), stream=stream_from_path, max_tokens=max_tokens, stop=stop
+            model_from_path,
+            "\n".join(texts),
+            stream=stream_from_path,
+            max_tokens=max_tokens,
+            stop=stop,
+            cache_prefix="\n".join(texts[:-1]) or None,
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -319,11 +359,16 @@ class GeminiProtocol:
         }
 
     def _usage(self, answer: Answer, output_tokens: int) -> dict[str, Any]:
-        return {
+        usage = {
             "promptTokenCount": answer.prompt_tokens,
             "candidatesTokenCount": output_tokens,
-            "totalTokenCount": answer.prompt_tokens + output_tokens,
+            "totalTokenCount": answer.prompt_tokens + output_tokens + answer.reasoning_tokens,
         }
+        if answer.reasoning_tokens:
+            usage["thoughtsTokenCount"] = answer.reasoning_tokens
+        if answer.cache_read_tokens:
+            usage["cachedContentTokenCount"] = answer.cache_read_tokens
+        return usage
 
     def _finish(self, answer: Answer) -> str:
         return "MAX_TOKENS" if answer.finish_reason == "length" else "STOP"

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from deployments.providers.base import ChatMessage, Endpoint, ProviderAdapter, ProviderRequest, StreamDelta
 from deployments.providers.registry import make_adapter
 from serve_app.emulator import EmulatorServer
+from serve_app.emulator.engine import DEFAULT_PROFILES, FALLBACK_PROFILE
 from serve_app.emulator.server import free_port
 from serve_app.errors import (
     ProviderAuthError,
@@ -80,6 +82,43 @@ async def test_stream_yields_tokens_and_final_usage(emu: EmulatorServer, case: C
     usage = [d.usage for d in deltas if d.usage]
     assert usage and usage[-1].output_tokens == 5 and usage[-1].input_tokens == 6
     await adapter.aclose()
+
+
+async def test_reasoning_tokens_are_counted_as_output(emu: EmulatorServer, case: Case) -> None:
+    """A thinking model's hidden tokens are billed as output; OpenAI and Gemini also say how many."""
+    profile = DEFAULT_PROFILES.get(case.model, FALLBACK_PROFILE)
+    httpx.put(f"{emu.url}/admin/profiles/{case.model}", json={**profile.model_dump(), "reasoning_tokens": 50})
+    adapter = _adapter(emu.url, case)
+    try:
+        result = await adapter.complete(_request(case, max_tokens=7))
+        deltas = await _drain(adapter.stream(_request(case, max_tokens=7)))
+    finally:
+        httpx.put(f"{emu.url}/admin/profiles/{case.model}", json=profile.model_dump())
+        await adapter.aclose()
+    final = [d.usage for d in deltas if d.usage][-1]
+    for usage in (result.usage, final):
+        assert usage.output_tokens == 57
+        # Anthropic bills thinking inside output_tokens without a separate count
+        assert usage.reasoning_tokens == (0 if case.kind == "anthropic" else 50)
+
+
+async def test_cached_prompt_tokens_are_reported(emu: EmulatorServer, case: Case) -> None:
+    """The second call with the same long history reads it from the provider's prompt cache."""
+    if case.kind == "anthropic":
+        pytest.skip("Anthropic caches only blocks marked cache_control (test_wire covers the wire)")
+    history = " ".join(f"fact{i} is true." for i in range(400))  # 1,600 emulator tokens
+    messages = [
+        ChatMessage("system", history + case.kind),
+        ChatMessage("user", "first question"),
+    ]
+    adapter = _adapter(emu.url, case)
+    first = await adapter.complete(ProviderRequest(model=case.model, messages=messages))
+    messages[-1] = ChatMessage("user", "second question")
+    second = await adapter.complete(ProviderRequest(model=case.model, messages=messages))
+    await adapter.aclose()
+    assert first.usage.cached_tokens == 0
+    assert second.usage.cached_tokens == 1601  # the system prompt
+    assert second.usage.input_tokens == 1601 + 2  # cached tokens are part of the prompt's count
 
 
 async def test_stop_sequence_ends_answer(emu: EmulatorServer, case: Case) -> None:

@@ -171,3 +171,22 @@ def test_answers_honour_stop_and_are_deterministic() -> None:
     stopped = compose_answer("m", "prompt", profile=profile, max_tokens=None, stop=[word])
     assert word not in stopped.text and stopped.stop_sequence == word and stopped.finish_reason == "stop"
     assert stopped.completion_tokens <= 6
+
+
+def test_anthropic_explicit_prompt_cache_writes_then_reads(emu: EmulatorServer) -> None:
+    """Blocks marked cache_control are written on first use and read afterwards, as Anthropic bills."""
+    long_system = " ".join(f"rule{i} applies." for i in range(400))
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 5,
+        "system": [{"type": "text", "text": long_system, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    first = httpx.post(f"{emu.url}/anthropic/v1/messages", json=body).json()["usage"]
+    second = httpx.post(f"{emu.url}/anthropic/v1/messages", json=body).json()["usage"]
+    assert first["cache_creation_input_tokens"] == 1200 and first["cache_read_input_tokens"] == 0
+    assert second["cache_read_input_tokens"] == 1200 and second["cache_creation_input_tokens"] == 0
+    assert first["input_tokens"] == second["input_tokens"] == 2  # the uncached rest
+    unmarked = {**body, "system": long_system}
+    plain = httpx.post(f"{emu.url}/anthropic/v1/messages", json=unmarked).json()["usage"]
+    assert plain["cache_read_input_tokens"] == 0 and plain["input_tokens"] == 1202
