@@ -2,7 +2,14 @@
 
     POST /v1/chat/completions   OpenAI chat completions, streaming (SSE, ends with ``data: [DONE]``) or not
     GET  /v1/models             the routing policies and every configured model
+    GET  /v1/router/stats       per model: rolling latency, time to first token, error rate,
+                                availability, cost per request, quality score (from feedback)
+    POST /v1/router/feedback    {"request_id", "score" in [0, 1]}: a client's score of an answer
     GET  /healthz               liveness, and which providers are emulated
+    /v1/admin/keys, /v1/admin/keys/{key_id}, /v1/admin/budgets: behind the admin key
+
+With keys in use (``serve_app/keys.py``) every /v1 route needs a valid client key; budgets are
+reserved and settled around each chat request (``serve_app/accounting.py``).
 
 Every error is OpenAI's envelope with the status of its class in ``serve_app.errors``; nothing
 answers with a traceback.
@@ -22,16 +29,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve_app.accounting import Accountant
+from serve_app.admin import add_router_routes
+from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import (
     FusionError,
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
-    PayloadTooLargeError,
     ProviderError,
 )
 from serve_app.gateway import Gateway, StreamSession
+from serve_app.keys import KeyRecord
+from serve_app.metrics import MemoryBackend, Metrics
 from serve_app.route_info import RouteInfo
 from serve_app.routing import POLICIES
 from serve_app.schemas import ChatCompletionRequest, chunk_body, completion_body, parse_request, usage_body
@@ -48,7 +59,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "invalid API key",
         404: "unknown model",
         413: "request body over the configured limit",
-        429: "rate limited",
+        429: "rate limited, or a budget is exhausted (code insufficient_quota)",
         502: "no provider could serve the request",
         503: "every candidate provider is unavailable or overloaded",
         504: "every candidate provider timed out",
@@ -60,43 +71,18 @@ def error_response(exc: FusionError) -> JSONResponse:
     return JSONResponse(exc.envelope(), status_code=exc.http_status, headers=exc.headers())
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over ``limit`` bytes before reading it where possible."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidRequestError("Content-Length is not a number.") from None
-        if size > limit:
-            raise PayloadTooLargeError(f"Request body is {size} bytes; the limit is {limit} bytes.")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def decode_json(body: bytes) -> Any:
-    if not body.strip():
-        raise InvalidRequestError("The request body is empty; send a JSON object.")
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
-
-
 def create_api(
     config: FusionConfig,
     gateway: Gateway,
     provider_modes: dict[str, str],
     reset_board: Callable[[], Awaitable[None]] | None = None,
+    accountant: Accountant | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The FastAPI application. ``provider_modes`` maps provider -> live, emulated or local:<engine>;
-    ``reset_board`` also closes the circuits shared by all ingress replicas."""
+    ``reset_board`` also closes the circuits shared by all ingress replicas; without an
+    ``accountant`` there are no keys, budgets, stats economics or feedback."""
+    metrics = metrics or Metrics(MemoryBackend())
     app = FastAPI(
         title="Fusion Router", version="0.1.0", description="OpenAI-compatible multi-provider LLM router"
     )
@@ -145,8 +131,28 @@ def create_api(
             await reset_board()
         return {"status": "ok", "circuits": gateway.health.states()}
 
+    def caller(request: Request) -> KeyRecord | None:
+        if accountant is None:
+            return None
+        try:
+            return accountant.authenticate(
+                request.headers.get("authorization"), request.headers.get("x-api-key")
+            )
+        except FusionError as exc:
+            metrics.refused(exc.error_code or "unauthorized")
+            raise
+
+    def finish(info: RouteInfo, key: KeyRecord | None, status: str, stream: bool) -> None:
+        if accountant is not None:
+            accountant.settle(info, key)
+        seconds = time.monotonic() - info.started
+        metrics.record_request(info, status, stream, seconds, key.team if key else None)
+
+    add_router_routes(app, config, gateway, accountant, caller)
+
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
+        caller(request)
         created = 1_700_000_000
         data = [
             {"id": p, "object": "model", "created": created, "owned_by": "fusion-router"} for p in POLICIES
@@ -170,18 +176,36 @@ def create_api(
         },
     )
     async def chat_completions(request: Request) -> Response:
-        body = await read_body(request, config.server.max_body_bytes)
-        chat = parse_request(decode_json(body))
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        info = await gateway.plan(chat, request_id)
-        if chat.stream:
-            session = await gateway.open_stream(chat, info)
-            return StreamingResponse(
-                _sse(config, chat, session),
-                media_type="text/event-stream",
-                headers={**info.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-        result = await gateway.complete(chat, info)
+        key = caller(request)
+        try:
+            body = await read_body(request, config.server.max_body_bytes)
+            chat = parse_request(decode_json(body))
+            request_id = f"chatcmpl-{uuid.uuid4().hex}"
+            pressure = accountant.under_pressure(key) if accountant is not None else False
+            info = await gateway.plan(chat, request_id, budget_pressure=pressure)
+            if accountant is not None:
+                chat = await accountant.admit(chat, info, key)
+        except FusionError as exc:  # refused before any provider was called: nothing to settle
+            metrics.refused(exc.error_code or "invalid_request")
+            raise
+        status, handed_over = "cancelled", False
+        try:
+            if chat.stream:
+                session = await gateway.open_stream(chat, info)
+                handed_over = True  # the stream settles when it ends
+                return StreamingResponse(
+                    _sse(config, chat, session, lambda s: finish(info, key, s, True)),
+                    media_type="text/event-stream",
+                    headers={**info.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"},
+                )
+            result = await gateway.complete(chat, info)
+            status = "ok"
+        except FusionError as exc:
+            status = exc.error_code or "error"
+            raise
+        finally:
+            if not handed_over:
+                finish(info, key, status, chat.stream)
         payload = completion_body(
             request_id,
             info.served_by.model if info.served_by else chat.model,
@@ -201,13 +225,19 @@ def _sse_event(payload: Any) -> str:
 
 
 async def _sse(
-    config: FusionConfig, chat: ChatCompletionRequest, session: StreamSession
+    config: FusionConfig,
+    chat: ChatCompletionRequest,
+    session: StreamSession,
+    done: Callable[[str], None],
 ) -> AsyncIterator[str]:
+    """The SSE body; ``done`` gets the stream's outcome (ok, an error code, or cancelled) once its
+    cost is known, whatever ended it."""
     info: RouteInfo = session.info
     model = info.served_by.model if info.served_by else chat.model
     created = int(time.time())
     rid = info.request_id
     finish = "stop"
+    status = "cancelled"
     try:
         yield _sse_event(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
         try:
@@ -219,6 +249,7 @@ async def _sse(
         except ProviderError as exc:
             # Tokens already reached the client and the answer could not be continued: end with an
             # error event in OpenAI's format, never a silent truncation.
+            status = exc.error_code or "provider_error"
             err = {
                 "message": f"The stream from {exc.provider} broke after it started: {exc.message}",
                 "type": "provider_error",
@@ -235,9 +266,11 @@ async def _sse(
             usage_chunk["choices"] = []
             usage_chunk["usage"] = usage_body(info.usage)
             yield _sse_event(usage_chunk)
+        status = "ok"
         yield "data: [DONE]\n\n"
     finally:
-        await session.aclose()
+        await session.aclose()  # charges what a stream left early produced
+        done(status)
 
 
 def _document_schemas(app: FastAPI) -> None:

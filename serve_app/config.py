@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deployments.providers.base import Endpoint
 from serve_app.health import BreakerConfig
+from serve_app.keys import AuthConfig
+from serve_app.ledger import BudgetsConfig, LedgerConfig
 from serve_app.retry import RetryConfig
+from serve_app.stats import StatsConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
@@ -173,6 +176,12 @@ class RouteRow(_Strict):
 
 class RoutingConfig(_Strict):
     default_policy: Literal["auto", "auto:cost", "auto:quality"] = "auto"
+    max_latency_p95_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="a model whose rolling p95 latency (GET /v1/router/stats) is above this is tried "
+        "after the others; a request may set its own (fusion.max_latency_ms)",
+    )
     complexity_threshold: dict[TaskType, float]
     table: dict[TaskType, RouteRow]
 
@@ -336,6 +345,10 @@ class FusionConfig(_Strict):
     health: BreakerConfig = BreakerConfig()
     deployments: DeploymentsConfig = DeploymentsConfig()
     forecast: ForecastConfig = ForecastConfig()
+    auth: AuthConfig = AuthConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    stats: StatsConfig = StatsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> FusionConfig:

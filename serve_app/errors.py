@@ -11,7 +11,11 @@ Every error a client sees is rendered from this tree into OpenAI's envelope
     ├── NotFoundError                       404  not_found_error (unknown path)
     ├── MethodNotAllowedError               405  invalid_request_error
     ├── PayloadTooLargeError                413  invalid_request_error / request_too_large
+    ├── PermissionDeniedError               403  permission_error (admin endpoints, bad admin key)
     ├── RateLimitError                      429  rate_limit_error
+    ├── BudgetExceededError                 429  insufficient_quota / insufficient_quota
+    │                                            (names the exhausted budget; Retry-After when it resets)
+    ├── LedgerUnavailableError              503  service_unavailable / budget_ledger_unavailable
     ├── NoProviderAvailableError     502/503/504 service_unavailable / no_provider_available
     │                                            (lists every attempt that was made)
     └── ProviderError                            carries provider, model, status, retryable, retry_after
@@ -111,6 +115,40 @@ class RateLimitError(FusionError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class PermissionDeniedError(FusionError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class BudgetExceededError(FusionError):
+    """OpenAI's answer when an account has no quota left: 429 with type and code insufficient_quota."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, *, scope: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": f"{max(1, round(self.retry_after_s))}"} if self.retry_after_s else {}
+
+
+class LedgerUnavailableError(FusionError):
+    """The budget ledger did not answer in time: the request is refused rather than let through
+    unbudgeted (it may be retried; nothing was charged)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "budget_ledger_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
 
 
 @dataclass(frozen=True)

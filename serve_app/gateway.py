@@ -29,7 +29,7 @@ from serve_app.errors import (
 from serve_app.health import HealthRegistry, Outcome
 from serve_app.retry import HedgeBudget, backoff_s, cool_down_s, is_final
 from serve_app.route_info import Continuation, RouteInfo
-from serve_app.routing import Candidate, direct_plan, extra_candidates, is_routed, plan_route
+from serve_app.routing import Candidate, demote_slow, direct_plan, extra_candidates, is_routed, plan_route
 from serve_app.schemas import ChatCompletionRequest
 
 T = TypeVar("T")
@@ -61,26 +61,34 @@ class Gateway:
         self._stream = stream
         self._rng = rng or random.Random()
         self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
+        self.stats: dict[str, dict[str, Any]] = {}  # the HealthBoard's rolling statistics, per model
 
     def reset(self) -> None:
         """Forget the incident: close every circuit and refill the hedge budget."""
         self.health.reset()
         self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
 
-    async def plan(self, request: ChatCompletionRequest, request_id: str) -> RouteInfo:
+    async def plan(
+        self, request: ChatCompletionRequest, request_id: str, budget_pressure: bool = False
+    ) -> RouteInfo:
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
         else:
             classification = await self._classify(request.routing_text())
-            info = RouteInfo(
-                request_id, plan_route(classification, request.model, self.config), classification
-            )
+            plan = plan_route(classification, request.model, self.config, budget_pressure)
+            info = RouteInfo(request_id, plan, classification)
         if info.plan.policy == "direct":
             info.candidates = list(info.plan.candidates)
             return info
         needed = request.estimated_tokens()
         fits = [c for c in info.plan.candidates if self.config.models[c.model].context_window >= needed]
-        info.candidates = fits + extra_candidates(info.plan, self.config, needed)
+        limit = request.fusion.max_latency_ms if request.fusion else None
+        p95 = {model: s.get("latency_p95_ms") for model, s in self.stats.items()}
+        info.candidates = demote_slow(
+            fits + extra_candidates(info.plan, self.config, needed),
+            p95,
+            limit or self.config.routing.max_latency_p95_ms,
+        )
         if not info.candidates:
             largest = max(m.context_window for m in self.config.models.values())
             raise InvalidRequestError(
@@ -98,13 +106,18 @@ class Gateway:
 
     def _fail(self, info: RouteInfo, candidate: Candidate, exc: ProviderError, started: float) -> None:
         latency = time.monotonic() - started
-        self.health.record(Outcome(self._key(candidate), False, latency, cool_down_s(exc, self.retry)))
+        self.health.record(
+            Outcome(self._key(candidate), False, latency, cool_down_s(exc, self.retry), error=exc.kind)
+        )
         info.attempts.append(
             Attempt(candidate.provider, candidate.model, exc.kind, exc.status_code, exc.message)
         )
 
-    def _succeed(self, info: RouteInfo, candidate: Candidate, started: float) -> None:
-        self.health.record(Outcome(self._key(candidate), True, time.monotonic() - started))
+    def _succeed(
+        self, info: RouteInfo, candidate: Candidate, started: float, first_token_s: float | None = None
+    ) -> None:
+        latency = time.monotonic() - started
+        self.health.record(Outcome(self._key(candidate), True, latency, first_token_s=first_token_s))
         info.served_by = candidate
         info.attempts.append(Attempt(candidate.provider, candidate.model))
 
@@ -176,7 +189,7 @@ class Gateway:
                 self.health.end(self._key(candidate), token)
                 if winner_started is not None and started < winner_started:
                     # overtaken by a later attempt: it was too slow, and its breaker should know
-                    self.health.record(Outcome(self._key(candidate), False, now - started))
+                    self.health.record(Outcome(self._key(candidate), False, now - started, error="overtaken"))
             await asyncio.gather(*pending, return_exceptions=True)
             pending.clear()
 
@@ -253,6 +266,7 @@ class Gateway:
         """Start a stream on the first candidate that yields a token before its timeout."""
         deadline = time.monotonic() + self.config.server.request_timeout_s
         session = await self._open_segment(request, info, deadline, exclude or set())
+        info.first_token_s = time.monotonic() - info.started
         return StreamSession(self, request, info, session)
 
     async def _open_segment(
@@ -271,8 +285,9 @@ class Gateway:
             except BaseException:  # a provider error, or cancelled because another candidate won
                 await _close(stream)
                 raise
-            self.health.note_first_token(self._key(candidate), time.monotonic() - started)
-            return Segment(candidate, started, first, stream)
+            first_token_s = time.monotonic() - started
+            self.health.note_first_token(self._key(candidate), first_token_s)
+            return Segment(candidate, started, first, stream, first_token_s=first_token_s)
 
         candidate, _, segment = await self._race(info, deadline, exclude, attempt, stream=True)
         info.served_by = candidate
@@ -289,6 +304,7 @@ class Segment:
     rest: AsyncIterator[StreamDelta]
     text: str = ""
     usage: Usage | None = None
+    first_token_s: float | None = None
 
 
 @dataclass
@@ -301,6 +317,7 @@ class StreamSession:
     info: RouteInfo
     segment: Segment
     sent: list[str] = field(default_factory=list)
+    finished: bool = False  # every segment is accounted for (ended, or failed and charged)
 
     @property
     def allow_continuation(self) -> bool:
@@ -327,6 +344,7 @@ class StreamSession:
                 exc = caught.error if isinstance(caught, _Overtaken) else caught
                 gw._fail(info, seg.candidate, exc, seg.started)
                 info.charge(gw.config, seg.candidate, self._estimate(seg), estimated=True)
+                self.finished = True  # charged; a continuation that starts re-opens the account
                 if isinstance(caught, _Overtaken):
                     self.segment = caught.segment
                 else:
@@ -338,16 +356,18 @@ class StreamSession:
                         )
                     except NoProviderAvailableError:
                         raise exc from None
+                self.finished = False
                 info.continuations.append(
                     Continuation(
                         seg.candidate.model, self.segment.candidate.model, len("".join(self.sent)), exc.kind
                     )
                 )
                 continue
-            gw._succeed(info, seg.candidate, seg.started)
+            gw._succeed(info, seg.candidate, seg.started, seg.first_token_s)
             info.charge(
                 gw.config, seg.candidate, seg.usage or self._estimate(seg), estimated=seg.usage is None
             )
+            self.finished = True
             yield StreamDelta(finish_reason=finish.finish_reason if finish else "stop", usage=info.usage)
             return
 
@@ -423,7 +443,15 @@ class StreamSession:
         return Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=max(1, len(seg.text) // 4))
 
     async def aclose(self) -> None:
+        """Close the provider stream; a stream left early (the client went away) is charged for
+        what it produced so far, estimated."""
         await _close(self.segment.rest)
+        if not self.finished:
+            self.finished = True
+            seg = self.segment
+            self.info.charge(
+                self.gateway.config, seg.candidate, seg.usage or self._estimate(seg), estimated=True
+            )
 
 
 class _Overtaken(Exception):

@@ -62,6 +62,8 @@ class Outcome:
     ok: bool
     latency_s: float
     cool_down_s: float | None = None  # open the breaker for at least this long (Retry-After, bad key)
+    first_token_s: float | None = None  # a stream's time to its first token
+    error: str | None = None  # the failure's kind (ProviderError.kind), for the statistics
 
 
 @dataclass

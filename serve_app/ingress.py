@@ -16,12 +16,14 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from deployments.provider import ProviderCore
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification, TaskClassifier
+from serve_app.accounting import Accountant, LedgerClient
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
 from serve_app.demand import ArrivalCounter
 from serve_app.errors import ProviderConnectionError, ProviderError
 from serve_app.gateway import Gateway
 from serve_app.health import HealthRegistry
+from serve_app.metrics import Metrics, RayBackend
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,6 +37,7 @@ class Ingress:
         classifier: DeploymentHandle | None,
         providers: dict[str, DeploymentHandle],
         board: DeploymentHandle,
+        ledger: DeploymentHandle,
     ) -> None:
         self._config = config
         self._classifier = classifier
@@ -51,7 +54,14 @@ class Ingress:
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
         self._board = board
         self._epoch = 0
-        self._sync_task = asyncio.get_running_loop().create_task(self._sync_health())
+        loop = asyncio.get_running_loop()
+        self._sync_task = loop.create_task(self._sync_health())
+        self._stats_task = loop.create_task(self._fetch_stats())
+        self.accountant = Accountant(config, _ledger_client(ledger))
+        await self._first_directory()
+        self._settle_task = loop.create_task(self.accountant.run_settlements())
+        self._refresh_task = loop.create_task(self.accountant.run_refresh())
+        self.metrics = Metrics(RayBackend())
         self._arrivals: ArrivalCounter | None = None
         self._forecaster: Any = None
         if config.deployments.predictive():
@@ -70,7 +80,34 @@ class Ingress:
             logger.info("fusion-router: provider %s -> %s", name, where)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self._config, self.gateway, self.modes, self._reset_board)
+        return create_api(
+            self._config, self.gateway, self.modes, self._reset_board, self.accountant, self.metrics
+        )
+
+    async def _first_directory(self) -> None:
+        """Read the key table before serving: until then this replica could not tell whether keys
+        are required."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await asyncio.wait_for(self.accountant.refresh(), timeout=10)
+                return
+            except (RayError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the budget ledger did not answer for 60 s") from exc
+                await asyncio.sleep(0.5)
+
+    async def _fetch_stats(self) -> None:
+        """The board's rolling per-model statistics, for /v1/router/stats and the routing policy."""
+        while True:
+            await asyncio.sleep(self._config.stats.publish_interval_s)
+            try:
+                self.gateway.stats = await self._board.stats.remote()
+            except RayError as exc:
+                logger.warning("stats fetch failed: %s", type(exc).__name__)
+
+    async def __del__(self) -> None:
+        await self.accountant.flush()  # settlements still queued when the replica stops
 
     async def _reset_board(self) -> None:
         await self._board.reset.remote()
@@ -191,3 +228,32 @@ def _replica_error(provider: str, request: ProviderRequest, exc: RayError) -> Pr
     return ProviderConnectionError(
         f"provider deployment unavailable ({type(exc).__name__})", provider=provider, model=request.model
     )
+
+
+class _HandleLedger:
+    """The BudgetLedger deployment behind the ``LedgerClient`` protocol. A call that fails because
+    the replica died is retried until the caller's timeout: a reservation is idempotent by
+    request id, and the replacement replica reopens every committed hold."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._handle, name)
+
+        async def call(*args: Any) -> Any:
+            while True:
+                try:
+                    return await method.remote(*args)
+                except RayError as exc:
+                    if name == "settle":  # the outbox resends it
+                        raise
+                    logger.warning("ledger call %s failed (%s); retrying", name, type(exc).__name__)
+                    await asyncio.sleep(0.2)
+
+        return call
+
+
+def _ledger_client(handle: DeploymentHandle) -> LedgerClient:
+    client: LedgerClient = _HandleLedger(handle)
+    return client

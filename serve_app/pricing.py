@@ -51,3 +51,10 @@ def call_cost_usd(config: FusionConfig, model: str, usage: Usage) -> float | Non
         provider_id=provider_id,
     )
     return float(price.total_price)
+
+
+def worst_case_usd(config: FusionConfig, model: str, prompt_tokens: int, output_tokens: int) -> float:
+    """The most one call of ``model`` can cost: every prompt token uncached, every allowed output
+    token produced (reasoning included). 0 for a model without a known price."""
+    cost = call_cost_usd(config, model, Usage(input_tokens=prompt_tokens, output_tokens=output_tokens))
+    return cost or 0.0

@@ -39,6 +39,8 @@ class RouteInfo:
     usage: Usage = field(default_factory=Usage)
     usage_estimated: bool = False
     cost_usd: float | None = None
+    reserved_usd: float | None = None  # the budget hold taken before the call (None: no budget applies)
+    first_token_s: float | None = None  # streams: from the request's arrival to its first token
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -65,6 +67,7 @@ class RouteInfo:
             "provider_model": self.served_model or (served.provider_model if served else None),
             "slot": served.slot if served else None,
             "policy": self.plan.policy,
+            "budget_pressure": self.plan.budget_pressure,
             "task_type": self.plan.task_type,
             "complexity": self.plan.complexity,
             "task_probabilities": c.probabilities if c else None,
@@ -78,6 +81,7 @@ class RouteInfo:
             "continuations": [vars(x) for x in self.continuations],
             "hedged": self.hedged,
             "cost_usd": self.cost_usd,
+            "reserved_usd": self.reserved_usd,
             "usage": vars(self.usage),  # every call of the request: cache and reasoning tokens included
             "usage_estimated": self.usage_estimated,
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),

@@ -3,14 +3,20 @@
 No I/O, no Ray: unit-tested directly. Policies:
 
 - ``auto`` (the default): the task type's row of the routing table. A prompt whose complexity is
-  below the task type's threshold starts at ``cost_sensitive``; otherwise at ``primary``.
+  below the task type's threshold starts at ``cost_sensitive``; otherwise at ``primary``. Under
+  budget pressure (a budget of the caller past ``budgets.pressure``) every prompt starts at
+  ``cost_sensitive``.
 - ``auto:quality``: primary, fallback, cost_sensitive.
 - ``auto:cost``: cost_sensitive, fallback, primary.
 - a concrete model name (``gpt-4.1``, or ``openai/gpt-4.1``): that model only, no classification.
+
+Live latency (``serve_app/stats.py``): a model whose rolling p95 is above the latency limit moves
+behind the others (``demote_slow``), whatever the policy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from predictors.classification import Classification
@@ -34,6 +40,7 @@ class RoutePlan:
     candidates: tuple[Candidate, ...]
     task_type: str | None
     complexity: float | None
+    budget_pressure: bool = False  # auto started at cost_sensitive because a budget is nearly spent
 
 
 def is_routed(model: str) -> bool:
@@ -60,7 +67,9 @@ def direct_plan(model: str, config: FusionConfig) -> RoutePlan:
     return RoutePlan("direct", (_candidate(config, name, "requested"),), None, None)
 
 
-def plan_route(classification: Classification, policy: str, config: FusionConfig) -> RoutePlan:
+def plan_route(
+    classification: Classification, policy: str, config: FusionConfig, budget_pressure: bool = False
+) -> RoutePlan:
     """Order the routing table's row for this request; duplicates are dropped, order kept."""
     if policy not in POLICIES:
         raise ModelNotFoundError(f"Unknown routing policy '{policy}'.", param="model")
@@ -70,7 +79,7 @@ def plan_route(classification: Classification, policy: str, config: FusionConfig
         slots = ("primary", "fallback", "cost_sensitive")
     elif policy == "auto:cost":
         slots = ("cost_sensitive", "fallback", "primary")
-    elif classification.complexity < config.routing.complexity_threshold[task]:
+    elif budget_pressure or classification.complexity < config.routing.complexity_threshold[task]:
         slots = ("cost_sensitive", "primary", "fallback")
     else:
         slots = ("primary", "fallback", "cost_sensitive")
@@ -81,7 +90,18 @@ def plan_route(classification: Classification, policy: str, config: FusionConfig
         if name not in seen:
             seen.add(name)
             candidates.append(_candidate(config, name, slot))
-    return RoutePlan(policy, tuple(candidates), task.value, classification.complexity)
+    pressured = budget_pressure and policy == "auto"
+    return RoutePlan(policy, tuple(candidates), task.value, classification.complexity, pressured)
+
+
+def demote_slow(
+    candidates: list[Candidate], p95_ms: Mapping[str, float | None], limit_ms: float | None
+) -> list[Candidate]:
+    """Candidates whose rolling p95 latency is over ``limit_ms`` go last, in their order."""
+    if limit_ms is None:
+        return candidates
+    slow = {c.model for c in candidates if (p95_ms.get(c.model) or 0.0) > limit_ms}
+    return [c for c in candidates if c.model not in slow] + [c for c in candidates if c.model in slow]
 
 
 def extra_candidates(plan: RoutePlan, config: FusionConfig, estimated_tokens: int) -> list[Candidate]:

@@ -40,6 +40,9 @@ class FusionOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     allow_continuation: bool = True  # a stream broken after tokens were sent goes on on another model
+    max_latency_ms: float | None = Field(
+        default=None, gt=0, description="models whose rolling p95 latency is higher are tried last"
+    )
 
 
 class StreamOptions(BaseModel):
@@ -130,6 +133,14 @@ class ChatCompletionRequest(BaseModel):
         """Prompt plus requested output, estimated before routing (4 characters a token)."""
         prompt = sum(len(m.text()) for m in self.messages) // 4 + 4 * len(self.messages)
         return prompt + (self.max_completion_tokens or self.max_tokens or 0)
+
+    def prompt_tokens_upper(self) -> int:
+        """A cautious prompt size for budget reservations: 3 bytes a token (English text averages
+        about 4 characters a token in the vendors' tokenizers, code about 3), 4 tokens a message."""
+        return sum(len(m.text().encode()) for m in self.messages) // 3 + 4 * len(self.messages) + 8
+
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
 
     def continued(self, sent_text: str, instruction: str) -> ChatCompletionRequest:
         """This conversation with the partial answer as an assistant turn and a request to go on."""

@@ -1,0 +1,255 @@
+"""The ingress's side of money: who is calling, may they spend, what did they spend.
+
+- ``authenticate``: the key from ``Authorization: Bearer`` (or ``x-api-key``) against the replica's
+  copy of the key table (``KeyRing``), refreshed every ``auth.refresh_interval_s``: no call.
+- ``admit``: when a budget applies to the request (global, its team's, its key's), reserve the
+  worst case of the candidates it may be served by, on the ledger, before any provider is
+  called; refused: 429 insufficient_quota. A request under a budget that sets no output limit
+  gets ``budgets.max_output_tokens``, so that its real cost cannot pass what was reserved.
+  Candidates dearer than the reservation are dropped. The one call on the request path.
+- ``settle``: after the response (or the failure), the real cost goes into an outbox that is
+  sent to the ledger in batches every ``ledger.settle_interval_s``, off the request path; a batch
+  the ledger did not confirm is resent until it does (settling is idempotent by request id).
+
+The ledger is reached through a ``LedgerClient``: the BudgetLedger deployment's handle in the
+ingress (``HandleLedgerClient``), the ``Ledger`` itself in unit tests (``LocalLedgerClient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from serve_app.config import FusionConfig
+from serve_app.errors import AuthenticationError, BudgetExceededError, LedgerUnavailableError
+from serve_app.keys import KeyRecord, KeyRing, Period, bearer
+from serve_app.ledger import Admission, Charge, Ledger
+from serve_app.pricing import worst_case_usd
+from serve_app.route_info import RouteInfo
+from serve_app.schemas import ChatCompletionRequest
+
+logger = logging.getLogger("fusion_router")
+
+
+class LedgerClient(Protocol):
+    """The BudgetLedger deployment's methods (``deployments/ledger.py``), as the ingress calls them."""
+
+    async def reserve(
+        self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
+    ) -> Admission: ...
+    async def settle(self, charges: list[Charge]) -> int: ...
+    async def directory(self) -> tuple[dict[str, KeyRecord], dict[str, float]]: ...
+    async def create_key(
+        self, team: str, name: str, budget_usd: float | None, period: Period | None
+    ) -> tuple[str, KeyRecord]: ...
+    async def list_keys(self) -> list[KeyRecord]: ...
+    async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
+    async def status(self) -> list[dict[str, Any]]: ...
+    async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None: ...
+    async def economics(self, window_s: float) -> dict[str, dict[str, Any]]: ...
+
+
+class LocalLedgerClient:
+    """A ``Ledger`` in this process (unit tests, and the CLI)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def reserve(
+        self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
+    ) -> Admission:
+        return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
+
+    async def settle(self, charges: list[Charge]) -> int:
+        return self.ledger.settle(charges)
+
+    async def directory(self) -> tuple[dict[str, KeyRecord], dict[str, float]]:
+        return self.ledger.keys.snapshot(), self.ledger.pressure_by_scope()
+
+    async def create_key(
+        self, team: str, name: str, budget_usd: float | None, period: Period | None
+    ) -> tuple[str, KeyRecord]:
+        return self.ledger.keys.create(team, name, budget_usd, period)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        return self.ledger.keys.list()
+
+    async def revoke_key(self, key_id: str) -> KeyRecord | None:
+        return self.ledger.keys.revoke(key_id)
+
+    async def status(self) -> list[dict[str, Any]]:
+        return self.ledger.status()
+
+    async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None:
+        return self.ledger.feedback(request_id, score, key_id)
+
+    async def economics(self, window_s: float) -> dict[str, dict[str, Any]]:
+        return self.ledger.economics(window_s)
+
+
+# a reservation is held for a request's whole life at most; one left by a dead replica expires
+_HOLD_MARGIN_S = 60.0
+
+
+class Accountant:
+    def __init__(
+        self,
+        config: FusionConfig,
+        ledger: LedgerClient,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.ring = KeyRing(required=config.auth.required)
+        self.pressure: dict[str, float] = {}  # scope -> (spent + reserved) / limit, from the ledger
+        self.outbox: list[Charge] = []
+        env = os.environ if environ is None else environ
+        self._admin_key = env.get(config.auth.admin_key_env) or None
+        self._teams = set(config.budgets.teams)
+        self._failures = 0
+
+    # -- who ----------------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None, x_api_key: str | None = None) -> KeyRecord | None:
+        presented = bearer(authorization, x_api_key)
+        record = self.ring.check(presented)
+        if record is None and self.ring.required:
+            if presented is None:
+                raise AuthenticationError(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+                )
+            raise AuthenticationError("Incorrect API key provided (unknown or revoked).")
+        return record
+
+    def check_admin(self, authorization: str | None, x_api_key: str | None = None) -> None:
+        if self._admin_key is None:
+            raise AuthenticationError(
+                f"The admin API is off: set {self.config.auth.admin_key_env} for the router to enable it."
+            )
+        presented = bearer(authorization, x_api_key) or ""
+        if not hmac.compare_digest(presented.encode(), self._admin_key.encode()):
+            raise AuthenticationError("Incorrect admin key provided.")
+
+    # -- may they spend -------------------------------------------------------------------------------
+
+    def scopes(self, key: KeyRecord | None) -> list[str]:
+        """The budgets that apply to a request made with ``key``."""
+        out = ["global"] if self.config.budgets.global_ is not None else []
+        if key is not None and key.team in self._teams:
+            out.append(f"team:{key.team}")
+        if key is not None and key.budget_usd is not None:
+            out.append(f"key:{key.key_id}")
+        return out
+
+    def under_pressure(self, key: KeyRecord | None) -> bool:
+        """Some budget of the request is past ``budgets.pressure`` (auto then starts cost-sensitive)."""
+        threshold = self.config.budgets.pressure
+        return any(self.pressure.get(scope, 0.0) >= threshold for scope in self.scopes(key))
+
+    async def admit(
+        self, chat: ChatCompletionRequest, info: RouteInfo, key: KeyRecord | None
+    ) -> ChatCompletionRequest:
+        """Reserve the request's worst-case cost; the request, with an output limit when it needed one."""
+        if not self.scopes(key):
+            return chat
+        limit = chat.output_limit()
+        if limit is None:
+            limit = self.config.budgets.max_output_tokens
+            chat = chat.model_copy(update={"max_tokens": limit})
+        prompt = chat.prompt_tokens_upper()
+        costs = [worst_case_usd(self.config, c.model, prompt, limit) for c in info.candidates]
+        amount = max(costs[:3])  # the routing table's row: primary, fallback, cost_sensitive
+        info.candidates = [c for c, cost in zip(info.candidates, costs, strict=True) if cost <= amount]
+        ttl = 2 * self.config.server.request_timeout_s + _HOLD_MARGIN_S
+        team = key.team if key is not None else None
+        key_id = key.key_id if key is not None else None
+        try:
+            admission = await asyncio.wait_for(
+                self.ledger.reserve(info.request_id, amount, key_id, team, ttl),
+                timeout=self.config.budgets.reserve_timeout_s,
+            )
+        except TimeoutError:
+            raise LedgerUnavailableError(
+                "The budget ledger did not answer in time; nothing was charged. Retry shortly."
+            ) from None
+        if not admission.admitted:
+            left = admission.remaining_usd or 0.0
+            scope = admission.refused_scope or "budget"
+            wait = admission.resets_at - time.time() if admission.resets_at else None
+            raise BudgetExceededError(
+                f"The {scope} budget is exhausted: ${left:.6f} left in this period, and this request may "
+                f"cost up to ${amount:.6f}. Lower max_tokens, wait for the period to reset, or raise "
+                "the budget.",
+                scope=scope,
+                retry_after_s=wait,
+            )
+        info.reserved_usd = amount
+        for scope in self.scopes(key):  # keep the replica's picture current between refreshes
+            self.pressure[scope] = max(self.pressure.get(scope, 0.0), admission.pressure)
+        return chat
+
+    # -- what did they spend --------------------------------------------------------------------------
+
+    def settle(self, info: RouteInfo, key: KeyRecord | None) -> None:
+        """Queue the request's real cost (released hold when nothing was spent). Never blocks."""
+        served = info.served_by
+        if info.reserved_usd is None and served is None and not info.cost_usd:
+            return  # nothing held, nothing spent, nothing to score
+        u = info.usage
+        self.outbox.append(
+            Charge(
+                request_id=info.request_id,
+                cost_usd=info.cost_usd or 0.0,
+                key_id=key.key_id if key is not None else None,
+                team=key.team if key is not None else None,
+                model=served.model if served is not None else None,
+                provider=served.provider if served is not None else None,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cached_tokens=u.cached_tokens,
+                reasoning_tokens=u.reasoning_tokens,
+                cache_write_tokens=u.cache_write_tokens,
+            )
+        )
+
+    async def flush(self) -> bool:
+        """Send the outbox; on failure keep it for the next try. True when it is empty."""
+        if not self.outbox:
+            return True
+        batch, self.outbox = self.outbox, []
+        try:
+            await self.ledger.settle(batch)
+        except Exception as exc:  # the ledger is restarting: resend the same batch later
+            self.outbox = batch + self.outbox
+            self._failures += 1
+            if self._failures in (1, 10, 100):
+                logger.warning(
+                    "settlement of %d charges failed (%s); retrying", len(batch), type(exc).__name__
+                )
+            return False
+        self._failures = 0
+        return not self.outbox
+
+    async def refresh(self) -> None:
+        keys, pressure = await self.ledger.directory()
+        self.ring.update(keys)
+        self.pressure = dict(pressure)
+
+    async def run_settlements(self) -> None:
+        interval = self.config.ledger.settle_interval_s
+        while True:
+            ok = await self.flush()
+            await asyncio.sleep(interval if ok else min(1.0, interval * 2 ** min(self._failures, 5)))
+
+    async def run_refresh(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep the last copy until the ledger answers again
+                logger.warning("key table refresh failed (%s)", type(exc).__name__)
+            await asyncio.sleep(self.config.auth.refresh_interval_s)

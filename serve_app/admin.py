@@ -1,0 +1,136 @@
+"""The router's own endpoints beside the OpenAI API: statistics, feedback, and the admin API.
+
+    GET    /v1/router/stats          per model over the rolling window (client key)
+    POST   /v1/router/feedback       {"request_id", "score"}: score in [0, 1] (client key)
+    POST   /v1/admin/keys            {"team", "name", "budget_usd"?, "period"?} -> the new key, once
+    GET    /v1/admin/keys            every key's record (never the key)
+    DELETE /v1/admin/keys/{key_id}   revoke (takes effect within auth.refresh_interval_s)
+    GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
+
+Admin routes need ``Authorization: Bearer <admin key>``, the value of ``auth.admin_key_env``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serve_app.accounting import Accountant
+from serve_app.bodies import decode_json, read_body
+from serve_app.config import FusionConfig
+from serve_app.errors import InvalidRequestError, NotFoundError
+from serve_app.gateway import Gateway
+from serve_app.keys import KeyRecord, Period
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    request_id: str = Field(min_length=1, max_length=200)
+    score: float = Field(ge=0, le=1, description="0 (useless) to 1 (perfect)")
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    team: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100)
+    budget_usd: float | None = Field(default=None, ge=0)
+    period: Period | None = None
+
+
+def _parse(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequestError(f"{where or 'body'}: {first['msg']}", param=where) from None
+
+
+async def _json(request: Request) -> Any:
+    return decode_json(await read_body(request, 65_536))
+
+
+def add_router_routes(
+    app: FastAPI,
+    config: FusionConfig,
+    gateway: Gateway,
+    accountant: Accountant | None,
+    caller: Callable[[Request], KeyRecord | None],
+) -> None:
+    def ledger_required() -> Accountant:
+        if accountant is None:
+            raise NotFoundError("This router runs without a ledger: no keys, budgets or feedback.")
+        return accountant
+
+    def admin(request: Request) -> Accountant:
+        acc = ledger_required()
+        acc.check_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        return acc
+
+    @app.get("/v1/router/stats")
+    async def router_stats(request: Request) -> dict[str, Any]:
+        caller(request)
+        models: dict[str, dict[str, Any]] = {name: dict(s) for name, s in gateway.stats.items()}
+        if accountant is not None:
+            economics = await accountant.ledger.economics(config.stats.window_s)
+            for name, row in economics.items():
+                models.setdefault(
+                    name, {"provider": config.models[name].provider if name in config.models else None}
+                )
+                models[name].update(row)
+        return {"object": "router.stats", "window_s": config.stats.window_s, "models": models}
+
+    @app.post("/v1/router/feedback")
+    async def feedback(request: Request) -> dict[str, Any]:
+        key = caller(request)
+        acc = ledger_required()
+        given: Feedback = _parse(Feedback, await _json(request))
+        model = None
+        for _ in range(3):  # the request's settlement may still be in an outbox (tens of ms)
+            await acc.flush()
+            model = await acc.ledger.feedback(given.request_id, given.score, key.key_id if key else None)
+            if model is not None:
+                break
+            await asyncio.sleep(config.ledger.settle_interval_s * 2)
+        if model is None:
+            raise NotFoundError(f"No answered request '{given.request_id}' made with this key.")
+        return {
+            "object": "router.feedback",
+            "request_id": given.request_id,
+            "model": model,
+            "score": given.score,
+        }
+
+    @app.post("/v1/admin/keys", status_code=201)
+    async def create_key(request: Request) -> JSONResponse:
+        acc = admin(request)
+        spec: NewKey = _parse(NewKey, await _json(request))
+        if (spec.budget_usd is None) != (spec.period is None):
+            raise InvalidRequestError("A key budget needs both budget_usd and period (day or month).")
+        key, record = await acc.ledger.create_key(spec.team, spec.name, spec.budget_usd, spec.period)
+        await acc.refresh()
+        return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
+
+    @app.get("/v1/admin/keys")
+    async def list_keys(request: Request) -> dict[str, Any]:
+        acc = admin(request)
+        return {"object": "list", "data": [r.public() for r in await acc.ledger.list_keys()]}
+
+    @app.delete("/v1/admin/keys/{key_id}")
+    async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
+        acc = admin(request)
+        record = await acc.ledger.revoke_key(key_id)
+        if record is None:
+            raise NotFoundError(f"No key with id '{key_id}'.")
+        await acc.refresh()
+        return {"object": "api_key", **record.public()}
+
+    @app.get("/v1/admin/budgets")
+    async def budgets(request: Request) -> dict[str, Any]:
+        acc = admin(request)
+        return {"object": "list", "data": await acc.ledger.status()}

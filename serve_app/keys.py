@@ -1,0 +1,203 @@
+"""Client API keys: made here, stored only as hashes, each belonging to a team.
+
+A key is ``fr-`` followed by 43 URL-safe characters (256 random bits). The store keeps its SHA-256
+(a key has full entropy, so a slow password hash would add nothing), a short prefix to tell keys
+apart in listings, its team, name, optional budget and whether it is revoked. The plain key is
+shown once, when it is created, and never again: not in listings, logs, responses or metrics.
+
+``KeyStore`` lives in the ledger's SQLite file (``serve_app/ledger.py`` opens it); the CLI and the
+admin endpoints write it, and the ingress replicas authenticate against a snapshot of it
+(``KeyRing``) that they refresh every ``auth.refresh_interval_s``, so checking a key costs no call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Period = Literal["day", "month"]
+PREFIX = "fr-"
+
+KEYS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id      TEXT PRIMARY KEY,
+    key_hash    TEXT NOT NULL UNIQUE,
+    shown       TEXT NOT NULL,
+    team        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    budget_usd  REAL,
+    period      TEXT,
+    created_at  REAL NOT NULL,
+    revoked_at  REAL
+);
+"""
+
+
+class AuthConfig(BaseModel):
+    """Who may call the router: client keys (``fusion keys create``) and the admin key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: bool | None = Field(
+        default=None,
+        description="true/false forces it; unset: a valid key is required once any key has been made",
+    )
+    admin_key_env: str = Field(
+        default="FUSION_ADMIN_KEY",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="the variable holding the admin key; /v1/admin/* answer 401 while it is unset",
+    )
+    refresh_interval_s: float = Field(
+        default=1.0, gt=0, description="how often ingress replicas re-read the key table (revocation delay)"
+    )
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the router knows about a key; never the key itself."""
+
+    key_id: str
+    shown: str  # the first characters, to recognise it in a listing
+    team: str
+    name: str
+    budget_usd: float | None
+    period: Period | None
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self) | {"active": self.active}
+
+
+class KeyStore:
+    """The api_keys table of an open SQLite connection (the caller owns it and its transactions)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(KEYS_SCHEMA)
+
+    def create(
+        self,
+        team: str,
+        name: str,
+        budget_usd: float | None = None,
+        period: Period | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """A new key and its record; the plain key is returned here and nowhere else."""
+        if not team or not name:
+            raise ValueError("a key needs a team and a name")
+        if (budget_usd is None) != (period is None):
+            raise ValueError("a key budget needs both an amount and a period (day or month)")
+        if budget_usd is not None and budget_usd < 0:
+            raise ValueError("a budget cannot be negative")
+        key = new_key()
+        record = KeyRecord(
+            key_id=uuid.uuid4().hex[:12],
+            shown=key[:7] + "…",
+            team=team,
+            name=name,
+            budget_usd=budget_usd,
+            period=period,
+            created_at=time.time(),
+            revoked_at=None,
+        )
+        with self.db:
+            self.db.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.key_id,
+                    hash_key(key),
+                    record.shown,
+                    team,
+                    name,
+                    budget_usd,
+                    period,
+                    record.created_at,
+                    None,
+                ),
+            )
+        return key, record
+
+    def revoke(self, key_id: str) -> KeyRecord | None:
+        with self.db:
+            self.db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (time.time(), key_id),
+            )
+        return self.get(key_id)
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        row = self.db.execute(
+            "SELECT key_id, shown, team, name, budget_usd, period, created_at, revoked_at "
+            "FROM api_keys WHERE key_id = ?",
+            (key_id,),
+        ).fetchone()
+        return KeyRecord(*row) if row else None
+
+    def list(self, include_revoked: bool = True) -> list[KeyRecord]:
+        rows = self.db.execute(
+            "SELECT key_id, shown, team, name, budget_usd, period, created_at, revoked_at "
+            "FROM api_keys ORDER BY created_at"
+        ).fetchall()
+        records = [KeyRecord(*row) for row in rows]
+        return [r for r in records if include_revoked or r.active]
+
+    def snapshot(self) -> dict[str, KeyRecord]:
+        """key hash -> record, every key ever made (revoked ones stay, so the ring stays required)."""
+        rows = self.db.execute(
+            "SELECT key_hash, key_id, shown, team, name, budget_usd, period, created_at, revoked_at "
+            "FROM api_keys"
+        ).fetchall()
+        return {row[0]: KeyRecord(*row[1:]) for row in rows}
+
+
+class KeyRing:
+    """An ingress replica's copy of the key table, checked on every request without a call."""
+
+    def __init__(self, by_hash: dict[str, KeyRecord] | None = None, required: bool | None = None) -> None:
+        """``required``: True or False forces it; None requires a key once any key was made."""
+        self.by_hash = by_hash or {}
+        self.forced = required
+
+    @property
+    def required(self) -> bool:
+        return self.forced if self.forced is not None else bool(self.by_hash)
+
+    def update(self, by_hash: dict[str, KeyRecord]) -> None:
+        self.by_hash = by_hash
+
+    def check(self, presented: str | None) -> KeyRecord | None:
+        """The active key's record; None for no key or an unknown or revoked one."""
+        if not presented:
+            return None
+        # looked up by hash: what the lookup's timing could reveal is a hash, not a key
+        record = self.by_hash.get(hash_key(presented))
+        return record if record is not None and record.active else None
+
+
+def bearer(authorization: str | None, api_key_header: str | None = None) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` (OpenAI's SDKs) or ``x-api-key`` (Anthropic's)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return api_key_header.strip() if api_key_header else None
