@@ -1,4 +1,4 @@
-"""``fusion-router``: run the router, run the provider emulator, check a configuration."""
+"""``fusion-router``: run the router, run the provider emulator, check a configuration, manage keys."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from typing import Annotated
 
 import typer
 
+from serve_app.cli_keys import budgets, keys_cli
 from serve_app.config import ConfigError, FusionConfig, load_config
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fusion Router: a multi-provider LLM router."
 )
+cli.add_typer(keys_cli, name="keys")
+cli.command("budgets")(budgets)
 
 ConfigOption = Annotated[
     Path | None,

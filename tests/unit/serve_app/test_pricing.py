@@ -30,7 +30,9 @@ def test_cache_reads_cost_less_than_fresh_prompt_tokens(config: FusionConfig) ->
 
 def test_cache_writes_cost_more_than_fresh_prompt_tokens(config: FusionConfig) -> None:
     fresh = _cost(config, "claude-sonnet-4-5", input_tokens=10_000, output_tokens=10)
-    written = _cost(config, "claude-sonnet-4-5", input_tokens=10_000, cache_write_tokens=8_000, output_tokens=10)
+    written = _cost(
+        config, "claude-sonnet-4-5", input_tokens=10_000, cache_write_tokens=8_000, output_tokens=10
+    )
     assert written > fresh
 
 

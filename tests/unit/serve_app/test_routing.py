@@ -5,7 +5,7 @@ import pytest
 from predictors.classification import Classification
 from serve_app.config import FusionConfig, TaskType
 from serve_app.errors import ModelNotFoundError
-from serve_app.routing import direct_plan, is_routed, plan_route
+from serve_app.routing import demote_slow, direct_plan, is_routed, plan_route
 
 
 def _cls(task: str, complexity: float) -> Classification:
@@ -64,3 +64,22 @@ def test_unknown_model_is_404(config: FusionConfig, name: str) -> None:
         direct_plan(name, config)
     assert info.value.http_status == 404 and info.value.param == "model"
     assert "does not exist" in info.value.message
+
+
+def test_budget_pressure_starts_auto_at_cost_sensitive(config: FusionConfig) -> None:
+    plan = plan_route(_cls("coding", 0.9), "auto", config, budget_pressure=True)
+    assert _models(plan) == ["gpt-4o-mini", "claude-sonnet-4-5", "gpt-4.1"]
+    assert plan.budget_pressure
+    quality = plan_route(_cls("coding", 0.9), "auto:quality", config, budget_pressure=True)
+    assert _models(quality)[0] == "claude-sonnet-4-5" and not quality.budget_pressure
+
+
+def test_models_slower_than_the_latency_limit_go_last(config: FusionConfig) -> None:
+    candidates = list(plan_route(_cls("coding", 0.9), "auto", config).candidates)
+    p95 = {"claude-sonnet-4-5": 2500.0, "gpt-4.1": 400.0}  # gpt-4o-mini: no statistics yet
+    assert [c.model for c in demote_slow(candidates, p95, 1000.0)] == [
+        "gpt-4.1",
+        "gpt-4o-mini",
+        "claude-sonnet-4-5",
+    ]
+    assert demote_slow(candidates, p95, None) == candidates

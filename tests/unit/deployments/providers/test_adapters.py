@@ -87,13 +87,17 @@ async def test_stream_yields_tokens_and_final_usage(emu: EmulatorServer, case: C
 async def test_reasoning_tokens_are_counted_as_output(emu: EmulatorServer, case: Case) -> None:
     """A thinking model's hidden tokens are billed as output; OpenAI and Gemini also say how many."""
     profile = DEFAULT_PROFILES.get(case.model, FALLBACK_PROFILE)
-    httpx.put(f"{emu.url}/admin/profiles/{case.model}", json={**profile.model_dump(), "reasoning_tokens": 50})
+    async with httpx.AsyncClient() as admin:
+        await admin.put(
+            f"{emu.url}/admin/profiles/{case.model}", json={**profile.model_dump(), "reasoning_tokens": 50}
+        )
     adapter = _adapter(emu.url, case)
     try:
         result = await adapter.complete(_request(case, max_tokens=7))
         deltas = await _drain(adapter.stream(_request(case, max_tokens=7)))
     finally:
-        httpx.put(f"{emu.url}/admin/profiles/{case.model}", json=profile.model_dump())
+        async with httpx.AsyncClient() as admin:
+            await admin.put(f"{emu.url}/admin/profiles/{case.model}", json=profile.model_dump())
         await adapter.aclose()
     final = [d.usage for d in deltas if d.usage][-1]
     for usage in (result.usage, final):

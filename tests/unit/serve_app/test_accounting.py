@@ -1,0 +1,222 @@
+"""Keys, budgets, stats, feedback and metrics on the HTTP surface, with the ledger in process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve_app.accounting import Accountant, LocalLedgerClient
+from serve_app.api import create_api
+from serve_app.config import FusionConfig
+from serve_app.emulator import EmulatorServer
+from serve_app.ledger import BudgetsConfig, Ledger
+from serve_app.metrics import MemoryBackend, Metrics
+from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
+
+ADMIN = "admin-secret-for-tests"
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@dataclass
+class Router:
+    client: httpx.AsyncClient
+    accountant: Accountant
+    ledger: Ledger
+    metrics: MemoryBackend
+
+    async def chat(self, key: str | None = None, **body: object) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        payload = {"model": "auto", "messages": USER, **body}
+        return await self.client.post("/v1/chat/completions", json=payload, headers=headers)
+
+    async def admin(self, method: str, path: str, json: object = None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {ADMIN}"}
+        return await self.client.request(method, path, headers=headers, json=json)
+
+
+async def _router(cfg: FusionConfig, tmp_path: Path) -> AsyncIterator[Router]:
+    ledger = Ledger(tmp_path / "ledger.db", cfg.budgets.budgets())
+    accountant = Accountant(cfg, LocalLedgerClient(ledger), environ={"FUSION_ADMIN_KEY": ADMIN})
+    await accountant.refresh()
+    backend = MemoryBackend()
+    app = create_api(cfg, inprocess_gateway(cfg), {}, accountant=accountant, metrics=Metrics(backend))
+    transport = httpx.ASGITransport(app=app)
+    settlements = asyncio.create_task(accountant.run_settlements())
+    async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
+        yield Router(client, accountant, ledger, backend)
+    settlements.cancel()
+    ledger.close()
+
+
+@pytest.fixture
+async def router(emu: EmulatorServer, config: FusionConfig, tmp_path: Path) -> AsyncIterator[Router]:
+    async for r in _router(emulated_config(config, emu.url), tmp_path):
+        yield r
+
+
+def _budgeted(config: FusionConfig, emu: EmulatorServer, usd: float, **budgets: object) -> FusionConfig:
+    cfg = emulated_config(config, emu.url)
+    spec = BudgetsConfig.model_validate({"global": {"limit_usd": usd, "period": "day"}, **budgets})
+    return cfg.model_copy(update={"budgets": spec})
+
+
+def _error(r: httpx.Response, status: int, code: str | None) -> None:
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+
+
+async def test_without_keys_the_router_is_open_and_costs_are_reported(router: Router) -> None:
+    r = await router.chat(model="gpt-4o-mini")
+    assert r.status_code == 200, r.text
+    fusion = r.json()["fusion"]
+    assert fusion["cost_usd"] > 0 and float(r.headers["x-fusion-cost-usd"]) == pytest.approx(
+        fusion["cost_usd"]
+    )
+    assert fusion["usage"]["input_tokens"] == r.json()["usage"]["prompt_tokens"]
+    assert fusion["reserved_usd"] is None  # no budget applies: no call to the ledger
+    await router.accountant.flush()
+    assert router.ledger.settled_total() == pytest.approx(fusion["cost_usd"])
+
+
+async def test_keys_are_required_once_made_and_revocation_takes_effect(router: Router) -> None:
+    assert (
+        await router.admin("POST", "/v1/admin/keys", json={"team": "research", "name": "nb"})
+    ).status_code == 201
+    _error(await router.chat(), 401, "invalid_api_key")
+    _error(await router.chat("fr-not-a-key"), 401, "invalid_api_key")
+    made = (await router.admin("POST", "/v1/admin/keys", json={"team": "ops", "name": "batch"})).json()
+    key = made["key"]
+    assert (await router.chat(key)).status_code == 200
+    assert (await router.client.get("/v1/models", headers={"x-api-key": key})).status_code == 200
+    _error(await router.client.get("/v1/models"), 401, "invalid_api_key")
+    listed = (await router.admin("GET", "/v1/admin/keys")).json()["data"]
+    assert [k["name"] for k in listed] == ["nb", "batch"]
+    assert key not in str(listed) and all("key_hash" not in k for k in listed)
+    revoked = await router.admin("DELETE", f"/v1/admin/keys/{made['key_id']}")
+    assert revoked.json()["active"] is False
+    _error(await router.chat(key), 401, "invalid_api_key")
+    _error(await router.admin("DELETE", "/v1/admin/keys/unknown"), 404, "not_found")
+
+
+async def test_admin_routes_need_the_admin_key(router: Router) -> None:
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        r = await router.client.get("/v1/admin/keys", headers=headers)
+        _error(r, 401, "invalid_api_key")
+    bad = await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "n", "budget_usd": 3})
+    _error(bad, 400, None)
+
+
+async def test_keys_never_reach_logs(router: Router, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = (await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "n"})).json()["key"]
+    await router.chat(key)
+    await router.chat(key + "x")
+    assert key not in caplog.text and ADMIN not in caplog.text
+
+
+async def test_exhausted_budget_is_429_insufficient_quota(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    cfg = _budgeted(config, emu, usd=0.005)
+    async for router in _router(cfg, tmp_path):
+        statuses = [(await router.chat(model="gpt-4.1", max_tokens=200)).status_code for _ in range(40)]
+        assert 200 in statuses and 429 in statuses
+        refused = await router.chat(model="gpt-4.1", max_tokens=200)
+        _error(refused, 429, "insufficient_quota")
+        assert refused.json()["error"]["type"] == "insufficient_quota"
+        assert "global" in refused.json()["error"]["message"] and int(refused.headers["retry-after"]) > 0
+        await router.accountant.flush()
+        assert router.ledger.settled_total() <= 0.005
+        assert router.metrics.total("fusion_errors_total", kind="request_insufficient_quota") >= 1
+
+
+async def test_concurrent_requests_cannot_overspend(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    """Fifty requests at once against a budget for about five: spend stays within the budget."""
+    async with httpx.AsyncClient() as admin:  # calls overlap
+        await admin.put(f"{emu.url}/admin/latency_scale", json={"scale": 0.05})
+    cfg = _budgeted(config, emu, usd=0.01)
+    async for router in _router(cfg, tmp_path):
+        responses = await asyncio.gather(*[router.chat(model="gpt-4.1", max_tokens=100) for _ in range(50)])
+        ok = [r for r in responses if r.status_code == 200]
+        assert ok and len(ok) < 50
+        reservations = [r.json()["fusion"]["reserved_usd"] for r in ok]
+        charged = sum(r.json()["fusion"]["cost_usd"] for r in ok)
+        assert all(res is not None and res > 0 for res in reservations)
+        await router.accountant.flush()
+        spent = router.ledger.settled_total()
+        assert spent == pytest.approx(charged)  # what clients were told is what the ledger holds
+        assert spent <= 0.01 + max(reservations)
+
+
+async def test_a_request_under_a_budget_gets_an_output_limit(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    cfg = _budgeted(config, emu, usd=100.0, max_output_tokens=3)
+    async for router in _router(cfg, tmp_path):
+        r = await router.chat(model="gpt-4.1")
+        assert r.json()["usage"]["completion_tokens"] == 3  # cut by the reserved limit
+        assert r.json()["choices"][0]["finish_reason"] == "length"
+
+
+async def test_budget_pressure_routes_auto_to_cost_sensitive(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    cfg = _budgeted(config, emu, usd=1.0)
+    complex_prompt = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]
+    async for router in _router(cfg, tmp_path):
+        first = (await router.chat(messages=complex_prompt)).json()["fusion"]
+        assert first["slot"] == "primary" and not first["budget_pressure"]
+        router.ledger.reserve("big", 0.85, None, None, 600)  # 85% of the day's budget held
+        await router.accountant.refresh()
+        later = (await router.chat(messages=complex_prompt)).json()["fusion"]
+        assert later["budget_pressure"] and later["slot"] == "cost_sensitive"
+        await router.accountant.flush()  # release the holds: only the big one stays
+        quality = (await router.chat(model="auto:quality", messages=complex_prompt)).json()["fusion"]
+        assert quality["slot"] == "primary"  # an explicit policy is honoured
+
+
+async def test_stats_and_feedback(router: Router) -> None:
+    ids = []
+    for _ in range(3):
+        r = await router.chat(model="gpt-4o-mini")
+        ids.append(r.json()["id"])
+    stream = await router.chat(model="gpt-4o-mini", stream=True)
+    assert stream.status_code == 200
+    for rid, score in zip(ids, (1.0, 0.5, 0.0), strict=True):
+        fb = await router.client.post("/v1/router/feedback", json={"request_id": rid, "score": score})
+        assert fb.status_code == 200 and fb.json()["model"] == "gpt-4o-mini", fb.text
+    _error(
+        await router.client.post("/v1/router/feedback", json={"request_id": "nope", "score": 1.0}),
+        404,
+        "not_found",
+    )
+    _error(
+        await router.client.post("/v1/router/feedback", json={"request_id": ids[0], "score": 2}), 400, None
+    )
+    stats = (await router.client.get("/v1/router/stats")).json()
+    row = stats["models"]["gpt-4o-mini"]
+    assert row["requests"] == 4 and row["cost_per_request_usd"] > 0
+    assert row["quality"] == pytest.approx(0.5) and row["feedback"] == 3
+
+
+async def test_metrics_are_recorded_per_request(router: Router) -> None:
+    await router.chat(model="gpt-4o-mini")
+    await router.chat(model="gpt-4o-mini", stream=True)
+    await router.chat(model="no-such-model")
+    m = router.metrics
+    assert m.total("fusion_requests_total", model="gpt-4o-mini", status="ok") == 2
+    assert m.total("fusion_input_tokens_total", model="gpt-4o-mini") > 0
+    assert m.total("fusion_output_tokens_total", model="gpt-4o-mini") > 0
+    assert m.total("fusion_cost_usd_total", model="gpt-4o-mini") > 0
+    assert m.total("fusion_routing_decisions_total", model="gpt-4o-mini", slot="requested") == 2
+    assert m.total("fusion_errors_total", kind="request_model_not_found") == 1
+    assert len(m.observations["fusion_request_latency_seconds"]) == 2
+    assert len(m.observations["fusion_time_to_first_token_seconds"]) == 1
