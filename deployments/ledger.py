@@ -1,12 +1,19 @@
-"""BudgetLedger deployment: the one replica that owns the ledger's SQLite file
+"""The BudgetLedger actor: the one process that owns the ledger's SQLite file
 (``serve_app/ledger.py``): reservations, settlements, API keys, feedback.
 
-Its methods are ``async`` so that Serve runs them one at a time on the replica's event loop: a
-reservation's check and its write cannot interleave with another's. It is pinned to the head
-node by default (``ledger.pin_to_head_node``), where its file survives the replica; when the
-replica is killed, Serve starts another that reopens the file with every committed hold and
-spend, while the ingress replicas wait (``budgets.reserve_timeout_s``) and resend their
-unconfirmed settlements.
+It is a named, detached Ray actor per application (``budget-ledger:<app>`` in the ``fusion-router``
+namespace) rather than a Serve deployment, for two measured reasons (2-CPU machine): a call costs
+1.2 ms instead of 1.8 ms through a Serve handle, and after a kill -9 Ray restarts it in 0.4 s where
+Serve replaced a replica in 9 s. ``max_task_retries=-1`` makes a call that was in flight at the
+crash run again on the restarted actor: reservations and settlements are idempotent by request
+id, and the restarted actor reopens every committed hold and spend from the file.
+
+Its methods are ``async`` and never await, so each runs whole on the actor's event loop: a
+reservation's check and its write cannot interleave with another's. Ingress replicas create it
+(or find it) at start and call ``configure`` with their configuration, so a redeploy with new
+budgets reaches the running actor. It is pinned to the head node by default
+(``ledger.pin_to_head_node``), where its file outlives it; being detached, it also outlives the
+application (``ray.kill`` it to remove it).
 """
 
 from __future__ import annotations
@@ -16,25 +23,24 @@ import logging
 import os
 from typing import Any
 
-from ray import serve
 from ray.util.metrics import Gauge
 
+from deployments.autoscaling import NAMESPACE
 from serve_app.config import FusionConfig
 from serve_app.keys import KeyRecord, Period
-from serve_app.ledger import Admission, Charge, Ledger
+from serve_app.ledger import Admission, Budget, Charge, Ledger, LedgerConfig
 
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(
-    num_replicas=1,
-    max_ongoing_requests=10_000,
-    ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False},  # called for every request
-)
-class BudgetLedger:
-    def __init__(self, config: FusionConfig) -> None:
-        self.ledger = Ledger(config.ledger.path, config.budgets.budgets(), config.ledger.synchronous)
+def ledger_name(app_name: str) -> str:
+    return f"budget-ledger:{app_name or 'default'}"
+
+
+class BudgetLedgerActor:
+    def __init__(self, settings: LedgerConfig, budgets: list[Budget]) -> None:
+        self.settings = settings
+        self.ledger = Ledger(settings.path, budgets, settings.synchronous)
         self._remaining = Gauge(
             "fusion_budget_remaining_usd",
             "What is left of each budget in its current period (limit - spent - reserved)",
@@ -56,6 +62,15 @@ class BudgetLedger:
             except Exception:  # a metrics hiccup must not stop the ledger
                 logger.exception("budget gauges failed")
             await asyncio.sleep(2.0)
+
+    async def configure(self, settings: LedgerConfig, budgets: list[Budget]) -> None:
+        """Adopt a (re)deployed application's settings: its budgets, and its file if it moved."""
+        if settings.path != self.settings.path or settings.synchronous != self.settings.synchronous:
+            self.ledger.close()
+            self.ledger = Ledger(settings.path, budgets, settings.synchronous)
+        else:
+            self.ledger.configure(budgets)
+        self.settings = settings
 
     async def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
@@ -90,5 +105,24 @@ class BudgetLedger:
         return self.ledger.economics(window_s)
 
     async def pid(self) -> int:
-        """The replica's process (the budget benchmark kills it)."""
+        """The actor's process (the budget benchmark kills it)."""
         return os.getpid()
+
+
+def get_or_create(app_name: str, config: FusionConfig) -> Any:
+    """The application's ledger actor, created if it does not exist yet."""
+    import ray
+
+    options: dict[str, Any] = {
+        "name": ledger_name(app_name),
+        "namespace": NAMESPACE,
+        "get_if_exists": True,
+        "lifetime": "detached",
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "num_cpus": 0,
+    }
+    if config.ledger.pin_to_head_node:
+        options["resources"] = {"node:__internal_head__": 0.001}
+    cls = ray.remote(BudgetLedgerActor)
+    return cls.options(**options).remote(config.ledger, config.budgets.budgets())

@@ -11,7 +11,6 @@ from ray.serve.deployment import Deployment
 
 from deployments.classifier import ClassifierDeployment
 from deployments.health import HealthBoard
-from deployments.ledger import BudgetLedger
 from deployments.provider import ProviderDeployment
 from serve_app.config import EmulatorConfig, FusionConfig, load_config
 from serve_app.ingress import Ingress
@@ -48,13 +47,8 @@ def bind_graph(config: FusionConfig) -> Application:
         for name in used
     }
     board = _deployment(HealthBoard).bind(config.health, config.stats)
-    ledger = _deployment(BudgetLedger)
-    if config.ledger.pin_to_head_node:  # its SQLite file lives there
-        ledger = ledger.options(
-            ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}
-        )
     ingress = _deployment(Ingress).options(**d.ingress.serve_options())
-    return ingress.bind(config, classifier, providers, board, ledger.bind(config))
+    return ingress.bind(config, classifier, providers, board)
 
 
 def build_app(args: AppArgs) -> Application:

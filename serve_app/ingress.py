@@ -37,7 +37,6 @@ class Ingress:
         classifier: DeploymentHandle | None,
         providers: dict[str, DeploymentHandle],
         board: DeploymentHandle,
-        ledger: DeploymentHandle,
     ) -> None:
         self._config = config
         self._classifier = classifier
@@ -57,7 +56,8 @@ class Ingress:
         loop = asyncio.get_running_loop()
         self._sync_task = loop.create_task(self._sync_health())
         self._stats_task = loop.create_task(self._fetch_stats())
-        self.accountant = Accountant(config, _ledger_client(ledger))
+        self._ledger = _ActorLedger(serve.get_replica_context().app_name, config)
+        self.accountant = Accountant(config, _as_client(self._ledger))
         await self._first_directory()
         self._settle_task = loop.create_task(self.accountant.run_settlements())
         self._refresh_task = loop.create_task(self.accountant.run_refresh())
@@ -85,11 +85,12 @@ class Ingress:
         )
 
     async def _first_directory(self) -> None:
-        """Read the key table before serving: until then this replica could not tell whether keys
-        are required."""
+        """Give the ledger this deployment's budgets and read the key table before serving: until
+        then this replica could not tell whether keys are required."""
         deadline = time.monotonic() + 60
         while True:
             try:
+                await asyncio.wait_for(self._ledger.configure(), timeout=10)
                 await asyncio.wait_for(self.accountant.refresh(), timeout=10)
                 return
             except (RayError, TimeoutError) as exc:
@@ -230,30 +231,37 @@ def _replica_error(provider: str, request: ProviderRequest, exc: RayError) -> Pr
     )
 
 
-class _HandleLedger:
-    """The BudgetLedger deployment behind the ``LedgerClient`` protocol. A call that fails because
-    the replica died is retried until the caller's timeout: a reservation is idempotent by
-    request id, and the replacement replica reopens every committed hold."""
+class _ActorLedger:
+    """The application's BudgetLedger actor (``deployments/ledger.py``) behind the ``LedgerClient``
+    protocol. Ray re-runs a call that was in flight when the actor died on the restarted actor;
+    should the actor be gone for good, it is found or created again and the call repeated (the
+    caller's timeout bounds the wait)."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
-        self._handle = handle
+    def __init__(self, app_name: str, config: FusionConfig) -> None:
+        from deployments.ledger import get_or_create
+
+        self._make = lambda: get_or_create(app_name, config)
+        self._config = config
+        self.actor = self._make()
+
+    async def configure(self) -> None:
+        await self.actor.configure.remote(self._config.ledger, self._config.budgets.budgets())
 
     def __getattr__(self, name: str) -> Any:
-        method = getattr(self._handle, name)
-
         async def call(*args: Any) -> Any:
             while True:
                 try:
-                    return await method.remote(*args)
+                    return await getattr(self.actor, name).remote(*args)
                 except RayError as exc:
-                    if name == "settle":  # the outbox resends it
+                    if name == "settle":  # the accountant's outbox resends it
                         raise
                     logger.warning("ledger call %s failed (%s); retrying", name, type(exc).__name__)
                     await asyncio.sleep(0.2)
+                    self.actor = self._make()
 
         return call
 
 
-def _ledger_client(handle: DeploymentHandle) -> LedgerClient:
-    client: LedgerClient = _HandleLedger(handle)
+def _as_client(ledger: _ActorLedger) -> LedgerClient:
+    client: LedgerClient = ledger
     return client

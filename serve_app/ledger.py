@@ -217,6 +217,13 @@ class Ledger:
         self._holds: dict[str, _Hold] = {}
         self._load_holds()
 
+    def configure(self, budgets: Iterable[Budget]) -> None:
+        """Replace the configured budgets (a redeploy); holds and spend are re-read for them."""
+        self.configured = {b.scope: b for b in budgets}
+        self._usage.clear()
+        self._holds.clear()
+        self._load_holds()
+
     # -- budgets ----------------------------------------------------------------------------------
 
     def budgets_for(self, key_id: str | None, team: str | None) -> list[Budget]:

@@ -63,13 +63,28 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
         "decision_lag_s": 0.5,
         "poll_interval_s": 0.2,
     }
+    # The ledger in a temporary file, with a global budget large enough never to refuse, so that
+    # every request reserves and settles through the BudgetLedger deployment.
+    ledger_path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    data["ledger"] = {"path": str(ledger_path)}
+    data["budgets"] = {"global": {"limit_usd": 1000.0, "period": "day"}}
+    os.environ["FUSION_TEST_LEDGER"] = str(ledger_path)
     # Two ingress replicas, so that health sharing between replicas is exercised.
     data["deployments"]["ingress"] = {"num_replicas": 2, "num_cpus": 0.25, "max_ongoing_requests": 256}
     path: Path = tmp_path_factory.mktemp("cfg") / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     os.environ["FUSION_TEST_CONFIG"] = str(path)
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    metrics_port = free_port()
+    os.environ["FUSION_TEST_METRICS_PORT"] = str(metrics_port)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
