@@ -83,9 +83,13 @@ def create_api(
     ``reset_board`` also closes the circuits shared by all ingress replicas; without an
     ``accountant`` there are no keys, budgets, stats economics or feedback."""
     metrics = metrics or Metrics(MemoryBackend())
+    app_state = {"gateway": gateway, "accountant": accountant, "metrics": metrics}
     app = FastAPI(
         title="Fusion Router", version="0.1.0", description="OpenAI-compatible multi-provider LLM router"
     )
+
+    for name, value in app_state.items():
+        setattr(app.state, name, value)
 
     @app.exception_handler(FusionError)
     async def _fusion_error(request: Request, exc: FusionError) -> JSONResponse:

@@ -220,3 +220,41 @@ async def test_metrics_are_recorded_per_request(router: Router) -> None:
     assert m.total("fusion_errors_total", kind="request_model_not_found") == 1
     assert len(m.observations["fusion_request_latency_seconds"]) == 2
     assert len(m.observations["fusion_time_to_first_token_seconds"]) == 1
+
+
+async def test_provider_keys_never_reach_responses_logs_or_metrics(
+    emu: EmulatorServer,
+    config: FusionConfig,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A live key (here pointed at the emulator) is sent to the provider and nowhere else."""
+    secret = "sk-live-SENTINEL-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    cfg = emulated_config(config, emu.url)
+    openai = cfg.providers["openai"].model_copy(update={"base_url": f"{emu.url}/openai/v1"})
+    cfg = cfg.model_copy(update={"providers": {**cfg.providers, "openai": openai}})
+    assert cfg.providers["openai"].mode({"OPENAI_API_KEY": secret}) == "live"
+    caplog.set_level(logging.DEBUG)
+    async for router in _router(cfg, tmp_path):
+        texts = []
+        for body in ({"model": "gpt-4.1"}, {"model": "gpt-4.1", "stream": True}, {"model": "nope"}):
+            r = await router.chat(**body)
+            texts.append(r.text + str(r.headers))
+        texts.append((await router.client.get("/v1/router/stats")).text)
+        texts.append((await router.client.get("/healthz")).text)
+        tags = " ".join(str(k) for k in router.metrics.counters) + str(dict(router.metrics.observations))
+        assert all(secret not in t for t in texts)
+        assert secret not in tags and secret not in caplog.text
+
+
+async def test_live_latency_statistics_demote_slow_models(router: Router) -> None:
+    """The routing policy reads p95 latency from the board's statistics (the same as /v1/router/stats)."""
+    gateway = router.client._transport.app.state.gateway  # type: ignore[attr-defined]
+    gateway.stats = {"claude-sonnet-4-5": {"latency_p95_ms": 4000.0}, "gpt-4.1": {"latency_p95_ms": 300.0}}
+    prompt = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]
+    fast = (await router.chat(messages=prompt, fusion={"max_latency_ms": 1000})).json()["fusion"]
+    assert fast["model"] != "claude-sonnet-4-5" and fast["candidates"][-1] == "claude-sonnet-4-5"
+    usual = (await router.chat(messages=prompt)).json()["fusion"]
+    assert usual["model"] == "claude-sonnet-4-5"  # no limit configured or asked for
