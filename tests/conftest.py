@@ -35,9 +35,11 @@ def emulator() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def emu(emulator: EmulatorServer) -> Iterator[EmulatorServer]:
-    """The session emulator, with faults and counters cleared and no delays, before and after the test."""
+    """The session emulator, with faults, counters and latency profiles reset and no delays, before
+    and after the test."""
     httpx.delete(f"{emulator.url}/admin/faults")
     httpx.delete(f"{emulator.url}/admin/stats")
+    httpx.delete(f"{emulator.url}/admin/profiles")
     httpx.put(f"{emulator.url}/admin/latency_scale", json={"scale": 0.0})
     yield emulator
     httpx.delete(f"{emulator.url}/admin/faults")

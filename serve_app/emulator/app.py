@@ -7,6 +7,7 @@ POST /google/v1beta/models/{model}:streamGenerateContent Gemini streaming (?alt=
 GET  /healthz
 GET/PUT/DELETE /admin/faults[/{model}]                   fault injection (FaultSpec)
 PUT  /admin/profiles/{model}                             latency profile (LatencyProfile)
+DELETE /admin/profiles                                   every profile back to the start-up ones
 PUT  /admin/latency_scale                                {"scale": 0.0 .. } multiplies every delay
 GET/DELETE /admin/stats                                  requests seen per model
 """
@@ -42,7 +43,8 @@ ABORT_KEY = "fusion.emulator.abort"
 class EmulatorState:
     def __init__(self, latency_scale: float = 1.0, profiles: dict[str, LatencyProfile] | None = None) -> None:
         self.faults = FaultBook()
-        self.profiles: dict[str, LatencyProfile] = dict(DEFAULT_PROFILES if profiles is None else profiles)
+        self.initial_profiles = dict(DEFAULT_PROFILES if profiles is None else profiles)
+        self.profiles: dict[str, LatencyProfile] = dict(self.initial_profiles)
         self.latency_scale = latency_scale
         self.requests: Counter[str] = Counter()
         self.prompt_cache = PromptCache()
@@ -195,6 +197,12 @@ async def put_profile(request: Request) -> Response:
     return JSONResponse(profile.model_dump())
 
 
+async def reset_profiles(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    state.profiles = dict(state.initial_profiles)
+    return JSONResponse({"profiles": len(state.profiles)})
+
+
 async def put_scale(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     try:
@@ -243,6 +251,7 @@ def create_app(latency_scale: float = 1.0, profiles: dict[str, LatencyProfile] |
         Route("/admin/faults/{model:path}", put_fault, methods=["PUT"]),
         Route("/admin/faults/{model:path}", delete_faults, methods=["DELETE"]),
         Route("/admin/profiles/{model:path}", put_profile, methods=["PUT"]),
+        Route("/admin/profiles", reset_profiles, methods=["DELETE"]),
         Route("/admin/latency_scale", put_scale, methods=["PUT"]),
         Route("/admin/stats", stats, methods=["GET", "DELETE"]),
     ]
