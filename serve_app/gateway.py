@@ -163,6 +163,7 @@ class Gateway:
         exclude: set[str],
         attempt: Callable[[Candidate, float], Coroutine[Any, Any, T]],
         stream: bool,
+        prompt_tokens: int = 0,
     ) -> tuple[Candidate, float, T]:
         """Attempts in retry order. When the attempt in flight is slow, the next candidate starts
         beside it (up to ``retry.max_in_flight``); the first success wins and the others are
@@ -190,6 +191,8 @@ class Gateway:
                 if winner_started is not None and started < winner_started:
                     # overtaken by a later attempt: it was too slow, and its breaker should know
                     self.health.record(Outcome(self._key(candidate), False, now - started, error="overtaken"))
+                # the provider has the prompt and bills it: charged, estimated, like a broken stream
+                info.charge(self.config, candidate, Usage(input_tokens=prompt_tokens), estimated=True)
             await asyncio.gather(*pending, return_exceptions=True)
             pending.clear()
 
@@ -252,7 +255,9 @@ class Gateway:
             except TimeoutError:
                 raise _timeout(candidate, f"no answer in {timeout:.1f}s") from None
 
-        candidate, started, result = await self._race(info, deadline, set(), attempt, stream=False)
+        candidate, started, result = await self._race(
+            info, deadline, set(), attempt, stream=False, prompt_tokens=_prompt_estimate(request)
+        )
         self._succeed(info, candidate, started)
         info.served_model = result.provider_model or None
         info.charge(self.config, candidate, result.usage)
@@ -289,7 +294,9 @@ class Gateway:
             self.health.note_first_token(self._key(candidate), first_token_s)
             return Segment(candidate, started, first, stream, first_token_s=first_token_s)
 
-        candidate, _, segment = await self._race(info, deadline, exclude, attempt, stream=True)
+        candidate, _, segment = await self._race(
+            info, deadline, exclude, attempt, stream=True, prompt_tokens=_prompt_estimate(request)
+        )
         info.served_by = candidate
         return segment
 
@@ -439,8 +446,7 @@ class StreamSession:
         return self.request.continued("".join(self.sent), CONTINUE_INSTRUCTION)
 
     def _estimate(self, seg: Segment) -> Usage:
-        prompt_chars = sum(len(m.text()) for m in self.request.messages)
-        return Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=max(1, len(seg.text) // 4))
+        return Usage(input_tokens=_prompt_estimate(self.request), output_tokens=max(1, len(seg.text) // 4))
 
     async def aclose(self) -> None:
         """Close the provider stream; a stream left early (the client went away) is charged for
@@ -495,6 +501,11 @@ async def _close(stream: AsyncIterator[StreamDelta]) -> None:
             await closer()
         except Exception:  # closing a broken stream must not hide the error that broke it
             pass
+
+
+def _prompt_estimate(request: ChatCompletionRequest) -> int:
+    """Prompt tokens of a call whose usage the provider never reported (4 characters a token)."""
+    return max(1, sum(len(m.text()) for m in request.messages) // 4)
 
 
 def _timeout(candidate: Candidate, why: str) -> ProviderTimeoutError:

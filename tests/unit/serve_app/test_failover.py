@@ -185,6 +185,9 @@ async def test_slow_attempt_is_hedged_on_the_next_candidate(
     assert info.served_by.model == FALLBACK
     assert info.hedged == [PRIMARY]
     assert info.fallbacks == 0  # the hanging attempt was cancelled, never waited out
+    # the cancelled attempt's prompt reached its provider: it is charged (estimated) with the answer
+    assert info.usage_estimated and info.cost_usd is not None
+    assert info.usage.input_tokens > sum(1 for _ in chat.messages)
 
 
 async def test_without_hedging_a_hanging_model_costs_its_timeout(
