@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.providers.base import StreamDelta
 from serve_app.accounting import Accountant
 from serve_app.admin import add_router_routes
 from serve_app.bodies import decode_json, read_body
@@ -217,11 +218,26 @@ def create_api(
             result.finish_reason,
             result.usage,
             info.body(),
+            result.tool_calls,
         )
         return JSONResponse(payload, headers=info.headers())
 
     _document_schemas(app)
     return app
+
+
+def _tool_deltas(delta: StreamDelta) -> list[dict[str, Any]]:
+    """Tool-call pieces in OpenAI's chunk format: the first piece of a call has its id and name."""
+    out = []
+    for piece in delta.tool_calls:
+        item: dict[str, Any] = {"index": piece.index, "function": {"arguments": piece.arguments}}
+        if piece.id is not None:
+            item["id"] = piece.id
+            item["type"] = "function"
+        if piece.name is not None:
+            item["function"]["name"] = piece.name
+        out.append(item)
+    return out
 
 
 def _sse_event(payload: Any) -> str:
@@ -248,6 +264,8 @@ async def _sse(
             async for delta in session.deltas():
                 if delta.text:
                     yield _sse_event(chunk_body(rid, model, created, {"content": delta.text}))
+                if delta.tool_calls:
+                    yield _sse_event(chunk_body(rid, model, created, {"tool_calls": _tool_deltas(delta)}))
                 if delta.finish_reason is not None:
                     finish = delta.finish_reason
         except ProviderError as exc:

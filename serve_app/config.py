@@ -106,6 +106,15 @@ class ProviderConfig(_Strict):
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     local: LocalLlamaConfig | None = None
+    drop_params: list[Literal["seed", "user"]] = Field(
+        default_factory=list,
+        description="parameters this provider cannot honour that are dropped; otherwise a request "
+        "that sets one is not sent to this provider",
+    )
+
+    def honours(self) -> set[str]:
+        """The optional parameters this provider can honour, or is told to drop."""
+        return _HONOURED[self.kind] | set(self.drop_params)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ProviderConfig:
@@ -156,6 +165,27 @@ class ProviderConfig(_Strict):
         )
 
 
+# What each provider's API can honour of the optional parameters (serve_app/chat_types.py).
+_HONOURED: dict[str, set[str]] = {
+    "openai": {"seed", "user"},
+    "openai_compatible": {"seed", "user"},
+    "anthropic": {"user"},  # metadata.user_id; the messages API has no seed
+    "google": {"seed"},  # generationConfig.seed; Gemini has no end-user field
+    "local_llama": set(),
+}
+
+
+class ModelCapabilities(_Strict):
+    """What a model can do; a request that needs more goes to other models (routing.capable)."""
+
+    tools: bool = True
+    json_object: bool = True
+    json_schema: bool = True
+    vision: bool = False
+    image_urls: bool = Field(default=True, description="images by URL, not only base64 data")
+    max_output_tokens: int | None = Field(default=None, ge=1)
+
+
 class ModelPrice(_Strict):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
@@ -166,6 +196,7 @@ class ModelConfig(_Strict):
     context_window: int = Field(default=128_000, ge=256, description="prompt + output tokens it accepts")
     provider_model: str | None = Field(default=None, description="the provider's ID; defaults to the name")
     price: ModelPrice | None = Field(default=None, description="only for models genai-prices cannot price")
+    capabilities: ModelCapabilities = ModelCapabilities()
 
 
 class RouteRow(_Strict):

@@ -29,7 +29,15 @@ from serve_app.errors import (
 from serve_app.health import HealthRegistry, Outcome
 from serve_app.retry import HedgeBudget, backoff_s, cool_down_s, is_final
 from serve_app.route_info import Continuation, RouteInfo
-from serve_app.routing import Candidate, demote_slow, direct_plan, extra_candidates, is_routed, plan_route
+from serve_app.routing import (
+    Candidate,
+    demote_slow,
+    direct_plan,
+    extra_candidates,
+    is_routed,
+    missing_capabilities,
+    plan_route,
+)
 from serve_app.schemas import ChatCompletionRequest
 
 T = TypeVar("T")
@@ -77,15 +85,30 @@ class Gateway:
             classification = await self._classify(request.routing_text())
             plan = plan_route(classification, request.model, self.config, budget_pressure)
             info = RouteInfo(request_id, plan, classification)
+        needed = request.estimated_tokens()
+        needs, params, output = request.needs(), request.parameters_set(), request.output_limit()
+        lacking = {
+            name: missing_capabilities(self.config, name, needs, params, output)
+            for name in self.config.models
+        }
+        capable = {name for name, missing in lacking.items() if not missing}
+        if not capable or (info.plan.policy == "direct" and info.plan.candidates[0].model not in capable):
+            raise _incapable(
+                lacking, [c.model for c in info.plan.candidates] if info.plan.policy == "direct" else None
+            )
         if info.plan.policy == "direct":
             info.candidates = list(info.plan.candidates)
             return info
-        needed = request.estimated_tokens()
-        fits = [c for c in info.plan.candidates if self.config.models[c.model].context_window >= needed]
+        fits = [
+            c
+            for c in info.plan.candidates
+            if self.config.models[c.model].context_window >= needed and c.model in capable
+        ]
         limit = request.fusion.max_latency_ms if request.fusion else None
         p95 = {model: s.get("latency_p95_ms") for model, s in self.stats.items()}
+        extra = [c for c in extra_candidates(info.plan, self.config, needed) if c.model in capable]
         info.candidates = demote_slow(
-            fits + extra_candidates(info.plan, self.config, needed),
+            fits + extra,
             p95,
             limit or self.config.routing.max_latency_p95_ms,
         )
@@ -100,6 +123,9 @@ class Gateway:
         return info
 
     # -- one call, with its outcome fed to the breakers ---------------------------------------------
+
+    def _drop(self, candidate: Candidate) -> frozenset[str]:
+        return frozenset(self.config.providers[candidate.provider].drop_params)
 
     def _key(self, candidate: Candidate) -> tuple[str, str]:
         return (candidate.provider, candidate.model)
@@ -249,7 +275,10 @@ class Gateway:
             timeout = until - time.monotonic()
             try:
                 return await asyncio.wait_for(
-                    self._call(candidate.provider, request.to_provider_request(candidate.provider_model)),
+                    self._call(
+                        candidate.provider,
+                        request.to_provider_request(candidate.provider_model, self._drop(candidate)),
+                    ),
                     timeout=timeout,
                 )
             except TimeoutError:
@@ -279,7 +308,10 @@ class Gateway:
     ) -> Segment:
         async def attempt(candidate: Candidate, until: float) -> Segment:
             started = time.monotonic()
-            stream = self._stream(candidate.provider, request.to_provider_request(candidate.provider_model))
+            stream = self._stream(
+                candidate.provider,
+                request.to_provider_request(candidate.provider_model, self._drop(candidate)),
+            )
             first: list[StreamDelta] = []
             wait = until - started
             try:
@@ -325,6 +357,7 @@ class StreamSession:
     segment: Segment
     sent: list[str] = field(default_factory=list)
     finished: bool = False  # every segment is accounted for (ended, or failed and charged)
+    tool_calls_sent: bool = False
 
     @property
     def allow_continuation(self) -> bool:
@@ -345,8 +378,10 @@ class StreamSession:
                         seg.usage = delta.usage
                     if delta.finish_reason is not None:
                         finish = delta  # held back until the segment is accounted for
-                    if delta.text:  # a coalesced delta can carry the last text and the finish
-                        yield StreamDelta(text=delta.text)
+                    if delta.tool_calls:
+                        self.tool_calls_sent = True
+                    if delta.text or delta.tool_calls:  # a coalesced delta may carry the finish too
+                        yield StreamDelta(text=delta.text, tool_calls=delta.tool_calls)
             except (ProviderError, _Overtaken) as caught:
                 exc = caught.error if isinstance(caught, _Overtaken) else caught
                 gw._fail(info, seg.candidate, exc, seg.started)
@@ -355,8 +390,8 @@ class StreamSession:
                 if isinstance(caught, _Overtaken):
                     self.segment = caught.segment
                 else:
-                    if not self.allow_continuation or is_final(exc):
-                        raise
+                    if not self.allow_continuation or is_final(exc) or self.tool_calls_sent:
+                        raise  # a tool call cannot be continued by another model mid-way
                     try:
                         self.segment = await gw._open_segment(
                             self._continuation(), info, deadline, self._failed_models()
@@ -484,10 +519,11 @@ async def _drop_spare(spare: asyncio.Task[Segment], info: RouteInfo, seg: Segmen
 async def _until_content(
     stream: AsyncIterator[StreamDelta], into: list[StreamDelta], candidate: Candidate
 ) -> None:
-    """Pull deltas until one carries text or a finish reason (an empty answer is still an answer)."""
+    """Pull deltas until one carries text, a tool call or a finish reason (an empty answer is still
+    an answer)."""
     async for delta in stream:
         into.append(delta)
-        if delta.text or delta.finish_reason is not None:
+        if delta.text or delta.tool_calls or delta.finish_reason is not None:
             return
     raise ProviderStreamError(
         "stream ended before any token", provider=candidate.provider, model=candidate.model
@@ -501,6 +537,24 @@ async def _close(stream: AsyncIterator[StreamDelta]) -> None:
             await closer()
         except Exception:  # closing a broken stream must not hide the error that broke it
             pass
+
+
+def _incapable(lacking: dict[str, set[str]], requested: list[str] | None) -> InvalidRequestError:
+    """400 naming what the request needs that no (or not the requested) model has."""
+    if requested:
+        missing = sorted(lacking[requested[0]])
+        return InvalidRequestError(
+            f"The model '{requested[0]}' cannot serve this request: it lacks {', '.join(missing)}. "
+            f"Models that can: {', '.join(sorted(m for m, x in lacking.items() if not x)) or 'none'}.",
+            param="model",
+            code="capability_missing",
+        )
+    common = set.intersection(*lacking.values()) if lacking else set()
+    return InvalidRequestError(
+        "No configured model can serve this request: it needs "
+        f"{', '.join(sorted(common or set().union(*lacking.values())))}, which no model has.",
+        code="capability_missing",
+    )
 
 
 def _prompt_estimate(request: ChatCompletionRequest) -> int:

@@ -104,6 +104,24 @@ def demote_slow(
     return [c for c in candidates if c.model not in slow] + [c for c in candidates if c.model in slow]
 
 
+def missing_capabilities(
+    config: FusionConfig, model: str, needs: set[str], parameters: set[str], output_tokens: int | None
+) -> set[str]:
+    """What ``model`` lacks to serve a request that needs ``needs``, sets ``parameters`` and asks
+    for ``output_tokens``; empty when it can serve it."""
+    spec = config.models[model]
+    caps = spec.capabilities
+    missing = {need for need in needs if not getattr(caps, need)}
+    missing |= parameters - config.providers[spec.provider].honours()
+    if (
+        output_tokens is not None
+        and caps.max_output_tokens is not None
+        and output_tokens > caps.max_output_tokens
+    ):
+        missing.add("max_output_tokens")
+    return missing
+
+
 def extra_candidates(plan: RoutePlan, config: FusionConfig, estimated_tokens: int) -> list[Candidate]:
     """Every other configured model whose context window fits the request, after the table's row,
     so that an outage of two providers still serves (the gateway skips unhealthy ones)."""

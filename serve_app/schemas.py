@@ -7,32 +7,23 @@ rather than dropped silently.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from deployments.providers.base import ChatMessage, ProviderRequest, Usage
+from deployments.providers.base import ProviderRequest, ToolCall, Usage
+from serve_app.chat_types import (
+    IMAGE_TOKENS_ESTIMATE,
+    Message,
+    NamedToolChoice,
+    ResponseFormatIn,
+    ToolSpec,
+    provider_messages,
+    provider_tools,
+)
 from serve_app.errors import InvalidRequestError, UnsupportedParameterError
-
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    type: Literal["text"]
-    text: str
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
 
 
 class FusionOptions(BaseModel):
@@ -52,9 +43,7 @@ class StreamOptions(BaseModel):
 
 # Accepted by OpenAI, not honoured by the router yet: a request that sets them is refused (400).
 _UNSUPPORTED = (
-    "tools",
-    "tool_choice",
-    "functions",
+    "functions",  # deprecated by OpenAI for tools
     "function_call",
     "logprobs",
     "top_logprobs",
@@ -62,13 +51,9 @@ _UNSUPPORTED = (
     "modalities",
     "prediction",
     "logit_bias",
-    "parallel_tool_calls",
-    "response_format",
 )
 # Accepted and passed over without effect on any provider (documented in the README).
 _IGNORED = (
-    "seed",
-    "user",
     "metadata",
     "store",
     "service_tier",
@@ -91,6 +76,12 @@ class ChatCompletionRequest(BaseModel):
     top_p: Annotated[float | None, Field(ge=0, le=1)] = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
+    tools: Annotated[list[ToolSpec], Field(max_length=128)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormatIn | None = None
+    seed: int | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
     fusion: FusionOptions | None = None
 
     @field_validator("messages")
@@ -104,10 +95,18 @@ class ChatCompletionRequest(BaseModel):
     def _refuse_unsupported(self) -> ChatCompletionRequest:
         extra = self.model_extra or {}
         for key in _UNSUPPORTED:
-            value = extra.get(key)
-            if value is None or (key == "response_format" and _is_text_format(value)):
-                continue
-            raise UnsupportedParameterError(f"'{key}' is not supported by Fusion Router yet", param=key)
+            if extra.get(key) is not None:
+                raise UnsupportedParameterError(f"'{key}' is not supported by Fusion Router yet", param=key)
+        names = [t.function.name for t in self.tools or ()]
+        if self.tool_choice is not None and not names and self.tool_choice != "none":
+            raise InvalidRequestError("tool_choice is set but no tools are given.", param="tool_choice")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise InvalidRequestError(
+                f"tool_choice names '{self.tool_choice.function.name}', which is not among the tools.",
+                param="tool_choice",
+            )
+        if len(set(names)) != len(names):
+            raise InvalidRequestError("Tool names must be unique.", param="tools")
         unknown = sorted(k for k in extra if k not in _UNSUPPORTED and k not in _IGNORED)
         if unknown:
             raise InvalidRequestError(
@@ -115,29 +114,59 @@ class ChatCompletionRequest(BaseModel):
             )
         return self
 
-    def to_provider_request(self, provider_model: str) -> ProviderRequest:
+    def to_provider_request(self, provider_model: str, drop: frozenset[str] = frozenset()) -> ProviderRequest:
+        """The request for one provider; ``drop``: parameters that provider is configured to drop."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        choice = self.tool_choice
         return ProviderRequest(
             model=provider_model,
-            messages=[
-                ChatMessage("system" if m.role in ("system", "developer") else m.role, m.text())  # type: ignore[arg-type]
-                for m in self.messages
-            ],
+            messages=provider_messages(self.messages),
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             stop=stop or None,
+            tools=provider_tools(self.tools),
+            tool_choice=choice if isinstance(choice, str) else ("required" if choice is not None else None),
+            tool_choice_function=choice.function.name if isinstance(choice, NamedToolChoice) else None,
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.response_format.to_provider() if self.response_format else None,
+            seed=None if "seed" in drop else self.seed,
+            user=None if "user" in drop else self.user,
         )
+
+    def needs(self) -> set[str]:
+        """The capabilities a model must have to serve this request (``ModelCapabilities``)."""
+        out: set[str] = set()
+        if self.tools:
+            out.add("tools")
+        fmt = self.response_format.type if self.response_format else "text"
+        if fmt != "text":
+            out.add(fmt)
+        images = [img for m in self.messages for img in m.images()]
+        if images:
+            out.add("vision")
+        if any(img.url is not None for img in images):
+            out.add("image_urls")
+        return out
+
+    def parameters_set(self) -> set[str]:
+        """Optional parameters a provider may be unable to honour (``ProviderConfig.drop_params``)."""
+        return {name for name in ("seed", "user") if getattr(self, name) is not None}
 
     def estimated_tokens(self) -> int:
         """Prompt plus requested output, estimated before routing (4 characters a token)."""
         prompt = sum(len(m.text()) for m in self.messages) // 4 + 4 * len(self.messages)
+        prompt += IMAGE_TOKENS_ESTIMATE * sum(len(m.images()) for m in self.messages)
+        prompt += sum(len(json.dumps(t.function.model_dump())) for t in self.tools or ()) // 4
         return prompt + (self.max_completion_tokens or self.max_tokens or 0)
 
     def prompt_tokens_upper(self) -> int:
         """A cautious prompt size for budget reservations: 3 bytes a token (English text averages
         about 4 characters a token in the vendors' tokenizers, code about 3), 4 tokens a message."""
-        return sum(len(m.text().encode()) for m in self.messages) // 3 + 4 * len(self.messages) + 8
+        text = sum(len(m.text().encode()) for m in self.messages)
+        text += sum(len(json.dumps(t.function.model_dump())) for t in self.tools or ())
+        images = IMAGE_TOKENS_ESTIMATE * 2 * sum(len(m.images()) for m in self.messages)
+        return text // 3 + 4 * len(self.messages) + 8 + images
 
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -157,10 +186,6 @@ class ChatCompletionRequest(BaseModel):
             if m.role == "user":
                 return m.text()
         return ""
-
-
-def _is_text_format(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("type") == "text"
 
 
 def parse_request(payload: Any) -> ChatCompletionRequest:
@@ -189,17 +214,28 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
+def tool_call_body(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
 def completion_body(
-    request_id: str, model: str, text: str, finish_reason: str, usage: Usage, fusion: dict[str, Any]
+    request_id: str,
+    model: str,
+    text: str,
+    finish_reason: str,
+    usage: Usage,
+    fusion: dict[str, Any],
+    tool_calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = [tool_call_body(c) for c in tool_calls]
     return {
         "id": request_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": usage_body(usage),
         "fusion": fusion,
     }

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 from anthropic import AsyncAnthropic
 
+from deployments.providers import anthropic_messages as wire
 from deployments.providers._transport import translate_transport_error
 from deployments.providers.base import (
-    ChatMessage,
     Completion,
     Endpoint,
     ProviderRequest,
     StreamDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     map_finish_reason,
 )
 from serve_app.errors import (
+    ProviderBadRequestError,
     ProviderConnectionError,
     ProviderError,
     ProviderStreamError,
@@ -42,11 +46,21 @@ class AnthropicAdapter:
         )
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        if request.response_format is not None and request.tools:
+            raise ProviderBadRequestError(
+                "Anthropic cannot combine tools with response_format (structured output is a forced tool)",
+                provider=self.provider,
+                model=request.model,
+                status_code=400,
+            )
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": _alternating(request.dialogue()),
+            "messages": wire.messages(request.dialogue()),
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            **wire.tool_params(request),
         }
+        if request.user is not None:
+            params["metadata"] = {"user_id": request.user}
         system = request.system_text()
         if system:
             params["system"] = system
@@ -64,28 +78,58 @@ class AnthropicAdapter:
         except Exception as exc:
             raise self._translate(exc, request.model, streaming=False) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
+        calls = [
+            ToolCall(block.id, block.name, json.dumps(block.input))
+            for block in message.content
+            if block.type == "tool_use"
+        ]
+        finish = map_finish_reason(message.stop_reason)
+        if request.response_format is not None:  # the forced tool's input is the answer
+            text = calls[0].arguments if calls else text
+            calls, finish = [], ("stop" if finish == "tool_calls" else finish)
         return Completion(
             text=text,
-            finish_reason=map_finish_reason(message.stop_reason),
+            finish_reason=finish,
             usage=_usage(message.usage, message.usage.output_tokens),
             provider_model=message.model or request.model,
+            tool_calls=calls,
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         started = False
         start_usage: Any = None
+        structured = request.response_format is not None
+        tool_index: dict[int, int] = {}  # content block index -> our tool call index
         try:
             events = await self._client.messages.create(**self._params(request), stream=True)
             async for event in events:
                 started = True
                 if event.type == "message_start":
                     start_usage = event.message.usage
+                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    if not structured:
+                        tool_index[event.index] = len(tool_index)
+                        block = event.content_block
+                        yield StreamDelta(
+                            tool_calls=[ToolCallDelta(tool_index[event.index], block.id, block.name)]
+                        )
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     if event.delta.text:
                         yield StreamDelta(text=event.delta.text)
+                elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    piece = event.delta.partial_json
+                    if structured and piece:
+                        yield StreamDelta(text=piece)
+                    elif piece and event.index in tool_index:
+                        yield StreamDelta(
+                            tool_calls=[ToolCallDelta(tool_index[event.index], arguments=piece)]
+                        )
                 elif event.type == "message_delta":
                     usage = _usage(start_usage, event.usage.output_tokens) if start_usage else None
-                    yield StreamDelta(finish_reason=map_finish_reason(event.delta.stop_reason), usage=usage)
+                    finish = map_finish_reason(event.delta.stop_reason)
+                    if structured and finish == "tool_calls":
+                        finish = "stop"
+                    yield StreamDelta(finish_reason=finish, usage=usage)
         except ProviderError:
             raise
         except Exception as exc:
@@ -121,17 +165,6 @@ class AnthropicAdapter:
         if mapped is not None:
             return mapped
         return ProviderStreamError(f"unexpected response ({type(exc).__name__})", provider=p, model=model)
-
-
-def _alternating(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """Anthropic requires user/assistant turns to alternate: merge runs of the same role."""
-    out: list[dict[str, str]] = []
-    for m in messages:
-        if out and out[-1]["role"] == m.role:
-            out[-1]["content"] += "\n\n" + m.content
-        else:
-            out.append({"role": m.role, "content": m.content})
-    return out
 
 
 def _message(body: object) -> str:

@@ -8,17 +8,69 @@ imports its SDK. It turns a ``ProviderRequest`` into the SDK call, the SDK's ans
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image in a user message: a URL, or base64 ``data`` with its ``media_type``."""
+
+    url: str | None = None
+    media_type: str | None = None
+    data: str | None = None
+
+    @classmethod
+    def from_openai(cls, url: str) -> ImagePart:
+        """OpenAI's ``image_url.url``: an http(s) URL or a ``data:<type>;base64,<data>`` URL."""
+        if url.startswith("data:") and ";base64," in url:
+            head, data = url[5:].split(";base64,", 1)
+            return cls(media_type=head or "image/png", data=data)
+        return cls(url=url)
+
+    def openai_url(self) -> str:
+        return self.url if self.url is not None else f"data:{self.media_type};base64,{self.data}"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI carries it
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    images: tuple[ImagePart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+    name: str | None = None  # a tool turn: the function's name (Gemini's functionResponse needs it)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str | None
+    parameters: dict[str, Any]  # JSON Schema of the arguments
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """``json_object`` (any JSON object) or ``json_schema`` (an object matching ``schema``)."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str = "response"
+    strict: bool | None = None
+
+
+ToolChoice = Literal["auto", "none", "required"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +81,13 @@ class ProviderRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    tool_choice_function: str | None = None  # a named function the model must call
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    user: str | None = None
 
     def system_text(self) -> str | None:
         parts = [m.content for m in self.messages if m.role == "system"]
@@ -68,7 +127,7 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @dataclass
@@ -77,15 +136,29 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     provider_model: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of a streamed tool call, as OpenAI's chunks carry it: the first piece of call
+    ``index`` has its id and name, the others append to its arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass
 class StreamDelta:
-    """One step of a stream: text, and/or the finish reason, and/or the final usage."""
+    """One step of a stream: text and/or tool-call pieces, and/or the finish reason, and/or the
+    final usage."""
 
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -110,6 +183,15 @@ class ProviderAdapter(Protocol):
     async def aclose(self) -> None: ...
 
 
+def parse_arguments(text: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as an object (the Anthropic and Gemini APIs want objects)."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {"_raw": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
 def map_finish_reason(raw: str | None) -> FinishReason:
     """Normalise provider finish/stop reasons to OpenAI's vocabulary."""
     if raw is None:
@@ -119,4 +201,6 @@ def map_finish_reason(raw: str | None) -> FinishReason:
         return "length"
     if value in ("content_filter", "safety", "refusal", "recitation", "blocklist", "prohibited_content"):
         return "content_filter"
+    if value in ("tool_calls", "tool_use", "function_call"):
+        return "tool_calls"
     return "stop"

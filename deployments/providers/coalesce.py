@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from deployments.providers.base import StreamDelta
+from deployments.providers.base import StreamDelta, ToolCallDelta
 
 _END = object()
 
@@ -25,13 +25,28 @@ def merge(deltas: list[StreamDelta]) -> StreamDelta:
     """One delta with the text of all, and the last finish reason and usage seen."""
     if len(deltas) == 1:
         return deltas[0]
-    merged = StreamDelta(text="".join(d.text for d in deltas))
+    merged = StreamDelta(text="".join(d.text for d in deltas), tool_calls=merge_tool_calls(deltas))
     for d in deltas:
         if d.finish_reason is not None:
             merged.finish_reason = d.finish_reason
         if d.usage is not None:
             merged.usage = d.usage
     return merged
+
+
+def merge_tool_calls(deltas: list[StreamDelta]) -> list[ToolCallDelta]:
+    """The tool-call pieces of several deltas, joined per call index (id and name from the first)."""
+    out: dict[int, ToolCallDelta] = {}
+    for d in deltas:
+        for piece in d.tool_calls:
+            have = out.get(piece.index)
+            if have is None:
+                out[piece.index] = ToolCallDelta(piece.index, piece.id, piece.name, piece.arguments)
+            else:
+                have.arguments += piece.arguments
+                have.id = have.id or piece.id
+                have.name = have.name or piece.name
+    return [out[i] for i in sorted(out)]
 
 
 async def coalesce(stream: AsyncIterator[StreamDelta]) -> AsyncIterator[StreamDelta]:

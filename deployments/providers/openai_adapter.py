@@ -10,10 +10,13 @@ from openai import AsyncOpenAI
 
 from deployments.providers._transport import translate_transport_error
 from deployments.providers.base import (
+    ChatMessage,
     Completion,
     Endpoint,
     ProviderRequest,
     StreamDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     map_finish_reason,
 )
@@ -44,8 +47,41 @@ class OpenAIAdapter:
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_wire_message(m) for m in request.messages],
         }
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description or "",
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
+            if request.tool_choice_function is not None:
+                params["tool_choice"] = {
+                    "type": "function",
+                    "function": {"name": request.tool_choice_function},
+                }
+            elif request.tool_choice is not None:
+                params["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:
+                params["parallel_tool_calls"] = request.parallel_tool_calls
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_object":
+            params["response_format"] = {"type": "json_object"}
+        elif fmt is not None:
+            spec: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema}
+            if fmt.strict is not None:
+                spec["strict"] = fmt.strict
+            params["response_format"] = {"type": "json_schema", "json_schema": spec}
+        if request.seed is not None:
+            params["seed"] = request.seed
+        if request.user is not None:
+            params["user"] = request.user
         if request.max_tokens is not None:
             # OpenAI's current models take max_completion_tokens; vLLM and others take max_tokens.
             params["max_tokens" if self._compatible else "max_completion_tokens"] = request.max_tokens
@@ -65,11 +101,17 @@ class OpenAIAdapter:
         if not response.choices:
             raise ProviderStreamError("response without choices", provider=self.provider, model=request.model)
         choice = response.choices[0]
+        calls = [
+            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
+            for c in choice.message.tool_calls or []
+            if c.type == "function"
+        ]
         return Completion(
             text=choice.message.content or "",
             finish_reason=map_finish_reason(choice.finish_reason),
             usage=_usage(response.usage),
             provider_model=response.model or request.model,
+            tool_calls=calls,
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
@@ -84,11 +126,20 @@ class OpenAIAdapter:
                 if chunk.choices:
                     choice = chunk.choices[0]
                     delta.text = choice.delta.content or ""
+                    delta.tool_calls = [
+                        ToolCallDelta(
+                            c.index,
+                            c.id,
+                            c.function.name if c.function else None,
+                            (c.function.arguments if c.function else None) or "",
+                        )
+                        for c in choice.delta.tool_calls or []
+                    ]
                     if choice.finish_reason is not None:
                         delta.finish_reason = map_finish_reason(choice.finish_reason)
                 if chunk.usage is not None:
                     delta.usage = _usage(chunk.usage)
-                if delta.text or delta.finish_reason or delta.usage:
+                if delta.text or delta.tool_calls or delta.finish_reason or delta.usage:
                     yield delta
         except ProviderError:
             raise
@@ -129,6 +180,23 @@ def _message(body: object) -> str:
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             return str(err["message"])
     return "error"
+
+
+def _wire_message(m: ChatMessage) -> dict[str, Any]:
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        parts += [{"type": "image_url", "image_url": {"url": img.openai_url()}} for img in m.images]
+        return {"role": m.role, "content": parts}
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    return out
 
 
 def _usage(raw: Any) -> Usage:

@@ -82,6 +82,7 @@ async def _handle(
         parsed.model, parsed.prompt_text, profile=profile, max_tokens=parsed.max_tokens, stop=parsed.stop
     )
     state.prompt_cache.apply(answer, parsed.model, parsed.cache_prefix, parsed.explicit_cache)
+    answer.use_tools(parsed.tools, parsed.model, parsed.prompt_text)
     pacer = Pacer(profile, state.latency_scale)
     fault = state.faults.draw(parsed.model)
 
@@ -115,6 +116,10 @@ async def _stream(
 ) -> AsyncIterator[str]:
     for frame in proto.stream_head(parsed, answer):
         yield frame
+    if answer.tool_calls:
+        await pacer.until_token(0)
+        for frame in proto.stream_tool_calls(parsed, answer):
+            yield frame
     for i, token in enumerate(answer.tokens):
         if fault is not None and i == fault.after_tokens:
             if await _strike(request, proto, fault):

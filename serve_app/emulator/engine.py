@@ -14,9 +14,11 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.emulator.tools import EmuToolCall, ToolRequest, json_answer, pieces, plan_calls
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -69,6 +71,7 @@ class Answer:
     reasoning_tokens: int = 0  # thinking tokens spent before the answer (billed as output)
     cache_read_tokens: int = 0  # prompt tokens served from the prompt cache (part of prompt_tokens)
     cache_write_tokens: int = 0  # prompt tokens written to the cache (Anthropic's explicit caching)
+    tool_calls: list[EmuToolCall] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -76,7 +79,17 @@ class Answer:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.tokens)
+        return len(self.tokens) + sum(count_tokens(c.arguments_json) for c in self.tool_calls)
+
+    def use_tools(self, req: ToolRequest, model: str, prompt_text: str) -> None:
+        """Turn the answer into tool calls or a JSON document when the request asks for them."""
+        calls = plan_calls(req, model, prompt_text)
+        if calls:
+            self.tokens, self.tool_calls, self.finish_reason = [], calls, "tool_calls"
+            return
+        document = json_answer(req)
+        if document is not None:
+            self.tokens, self.finish_reason, self.stop_sequence = pieces(document), "stop", None
 
 
 def compose_answer(

@@ -7,7 +7,9 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from serve_app.emulator import tool_wire
 from serve_app.emulator.engine import Answer
+from serve_app.emulator.tools import ToolRequest
 
 
 class BadRequest(Exception):
@@ -26,6 +28,7 @@ class Parsed:
         include_usage: bool = False,
         cache_prefix: str | None = None,
         explicit_cache: bool = False,
+        tools: ToolRequest | None = None,
     ) -> None:
         self.model = model
         self.prompt_text = prompt_text
@@ -35,6 +38,7 @@ class Parsed:
         self.include_usage = include_usage
         self.cache_prefix = cache_prefix  # the prompt text a provider's prompt cache may hold
         self.explicit_cache = explicit_cache  # Anthropic: cached only where cache_control marks it
+        self.tools = tools or ToolRequest()  # tools, tool choice, images, structured output
 
 
 class WireProtocol(Protocol):
@@ -47,6 +51,7 @@ class WireProtocol(Protocol):
     def stream_head(self, p: Parsed, answer: Answer) -> list[str]: ...
     def stream_token(self, p: Parsed, answer: Answer, index: int, token: str) -> str: ...
     def stream_tail(self, p: Parsed, answer: Answer) -> list[str]: ...
+    def stream_tool_calls(self, p: Parsed, answer: Answer) -> list[str]: ...
     def malformed_frame(self) -> str: ...
 
 
@@ -111,6 +116,10 @@ class OpenAIProtocol:
         text = "\n".join(texts)
         max_tokens = _int_or_none(body.get("max_completion_tokens", body.get("max_tokens")), "max_tokens")
         options = body.get("stream_options") or {}
+        try:
+            tools = tool_wire.openai_request(body)
+        except tool_wire.WireError as exc:
+            raise BadRequest(str(exc)) from None
         return Parsed(
             model,
             text,
@@ -119,6 +128,7 @@ class OpenAIProtocol:
             stop=_stop_list(body.get("stop")),
             include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
             cache_prefix="\n".join(texts[:-1]) or None,
+            tools=tools,
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -159,12 +169,22 @@ class OpenAIProtocol:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.text},
+                    "message": self._message(answer),
                     "finish_reason": answer.finish_reason,
                 }
             ],
             "usage": self._usage(p, answer),
         }
+
+    @staticmethod
+    def _message(answer: Answer) -> dict[str, Any]:
+        if not answer.tool_calls:
+            return {"role": "assistant", "content": answer.text}
+        calls = tool_wire.openai_message_calls(answer.tool_calls)
+        return {"role": "assistant", "content": None, "tool_calls": calls}
+
+    def stream_tool_calls(self, p: Parsed, answer: Answer) -> list[str]:
+        return [_sse(self._chunk(p, d, None)) for d in tool_wire.openai_stream_deltas(answer.tool_calls)]
 
     def stream_head(self, p: Parsed, answer: Answer) -> list[str]:
         return [_sse(self._chunk(p, {"role": "assistant", "content": ""}, None))]
@@ -219,6 +239,10 @@ class AnthropicProtocol:
                 blocks += _blocks(m.get("content"))
         marked = [i for i, (_, cached) in enumerate(blocks) if cached]
         prefix = "\n".join(t for t, _ in blocks[: marked[-1] + 1]) if marked else None
+        try:
+            tools = tool_wire.anthropic_request(body)
+        except tool_wire.WireError as exc:
+            raise BadRequest(str(exc)) from None
         return Parsed(
             model,
             "\n".join(t for t, _ in blocks),
@@ -227,6 +251,7 @@ class AnthropicProtocol:
             stop=_stop_list(body.get("stop_sequences")),
             cache_prefix=prefix,
             explicit_cache=True,
+            tools=tools,
         )
 
     @staticmethod
@@ -247,6 +272,8 @@ class AnthropicProtocol:
 
     @staticmethod
     def _stop_reason(answer: Answer, p: Parsed) -> str:
+        if answer.tool_calls:
+            return "tool_use"
         if answer.finish_reason == "length":
             return "max_tokens"
         return "stop_sequence" if answer.stop_sequence is not None else "end_turn"
@@ -257,7 +284,11 @@ class AnthropicProtocol:
             "type": "message",
             "role": "assistant",
             "model": p.model,
-            "content": [{"type": "text", "text": answer.text}],
+            "content": (
+                tool_wire.anthropic_content(answer.tool_calls)
+                if answer.tool_calls
+                else [{"type": "text", "text": answer.text}]
+            ),
             "stop_reason": self._stop_reason(answer, p),
             "stop_sequence": answer.stop_sequence,
             "usage": self._usage(answer, answer.completion_tokens + answer.reasoning_tokens),
@@ -274,14 +305,22 @@ class AnthropicProtocol:
             "stop_sequence": None,
             "usage": self._usage(answer, 1),
         }
-        return [
-            _sse({"type": "message_start", "message": message}, "message_start"),
-            _sse(
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                "content_block_start",
-            ),
-            _sse({"type": "ping"}, "ping"),
-        ]
+        frames = [_sse({"type": "message_start", "message": message}, "message_start")]
+        if not answer.tool_calls:
+            frames.append(
+                _sse(
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                    "content_block_start",
+                )
+            )
+        return [*frames, _sse({"type": "ping"}, "ping")]
+
+    def stream_tool_calls(self, p: Parsed, answer: Answer) -> list[str]:
+        return [_sse(data, event) for event, data in tool_wire.anthropic_stream_frames(answer.tool_calls, 0)]
 
     def stream_token(self, p: Parsed, answer: Answer, index: int, token: str) -> str:
         return _sse(
@@ -290,8 +329,13 @@ class AnthropicProtocol:
         )
 
     def stream_tail(self, p: Parsed, answer: Answer) -> list[str]:
+        stop = (
+            []
+            if answer.tool_calls
+            else [_sse({"type": "content_block_stop", "index": 0}, "content_block_stop")]
+        )
         return [
-            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+            *stop,
             _sse(
                 {
                     "type": "message_delta",
@@ -344,6 +388,10 @@ class GeminiProtocol:
             config.get("maxOutputTokens", config.get("max_output_tokens")), "maxOutputTokens"
         )
         stop = _stop_list(config.get("stopSequences", config.get("stop_sequences")))
+        try:
+            tools = tool_wire.gemini_request(body)
+        except (tool_wire.WireError, KeyError, TypeError) as exc:
+            raise BadRequest(f"invalid tools: {exc}") from None
         return Parsed(
             model_from_path,
             "\n".join(texts),
@@ -351,6 +399,7 @@ class GeminiProtocol:
             max_tokens=max_tokens,
             stop=stop,
             cache_prefix="\n".join(texts[:-1]) or None,
+            tools=tools,
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -377,7 +426,7 @@ class GeminiProtocol:
         return {
             "candidates": [
                 {
-                    "content": {"parts": [{"text": answer.text}], "role": "model"},
+                    "content": {"parts": self._parts(answer), "role": "model"},
                     "finishReason": self._finish(answer),
                     "index": 0,
                 }
@@ -385,6 +434,18 @@ class GeminiProtocol:
             "usageMetadata": self._usage(answer, answer.completion_tokens),
             "modelVersion": p.model,
         }
+
+    @staticmethod
+    def _parts(answer: Answer) -> list[dict[str, Any]]:
+        return tool_wire.gemini_parts(answer.tool_calls) if answer.tool_calls else [{"text": answer.text}]
+
+    def stream_tool_calls(self, p: Parsed, answer: Answer) -> list[str]:
+        chunk = {
+            "candidates": [{"content": {"parts": self._parts(answer), "role": "model"}, "index": 0}],
+            "usageMetadata": self._usage(answer, answer.completion_tokens),
+            "modelVersion": p.model,
+        }
+        return [_sse(chunk, sep="\r\n\r\n")]
 
     def stream_head(self, p: Parsed, answer: Answer) -> list[str]:
         return []
