@@ -173,3 +173,40 @@ def test_classifier_deployment_batches_concurrent_calls(router: str) -> None:
     assert all(r.task_type == "coding" for r in results)  # type: ignore[attr-defined]
     sizes = handle.batch_stats.remote().result()
     assert max(sizes) > 1, sizes
+
+
+def test_official_openai_client_tools_and_structured_output(router: str, emu: EmulatorServer) -> None:
+    """The openai SDK's tool calling, its stream helper and its pydantic parse helper, unchanged."""
+    from pydantic import BaseModel
+
+    class Film(BaseModel):
+        title: str
+        year: int
+
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+            },
+        }
+    ]
+    for model in ("gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-pro"):
+        asked: Any = [{"role": "user", "content": "Find the film."}]
+        done = client.chat.completions.create(model=model, messages=asked, tools=tools)
+        call = done.choices[0].message.tool_calls[0]  # type: ignore[index]
+        assert done.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup"  # type: ignore[union-attr]
+        with client.chat.completions.stream(model=model, messages=asked, tools=tools) as stream:
+            final = stream.get_final_completion()
+        assert final.choices[0].message.tool_calls[0].function.name == "lookup"  # type: ignore[index]
+        followup: Any = [
+            *asked,
+            done.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "Metropolis, 1927"},
+        ]
+        answer = client.chat.completions.create(model=model, messages=followup, tools=tools)
+        assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content
+        parsed = client.chat.completions.parse(model=model, messages=asked, response_format=Film)
+        assert parsed.choices[0].message.parsed == Film(title="example", year=1)

@@ -190,3 +190,57 @@ def test_anthropic_explicit_prompt_cache_writes_then_reads(emu: EmulatorServer) 
     unmarked = {**body, "system": long_system}
     plain = httpx.post(f"{emu.url}/anthropic/v1/messages", json=unmarked).json()["usage"]
     assert plain["cache_read_input_tokens"] == 0 and plain["input_tokens"] == 1202
+
+
+def test_tool_turns_are_checked_like_the_real_apis(emu: EmulatorServer) -> None:
+    """A tool result must answer a call made earlier in the conversation; Anthropic's turns alternate."""
+    orphan = [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_x", "content": "42"}]
+    r = httpx.post(f"{emu.url}/openai/v1/chat/completions", json={"model": "gpt-4.1", "messages": orphan})
+    assert r.status_code == 400 and "tool_calls" in r.json()["error"]["message"]
+    unknown = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "x"}]},
+        ],
+    }
+    r = httpx.post(f"{emu.url}/anthropic/v1/messages", json=unknown)
+    assert r.status_code == 400 and "unknown tool_use id" in r.json()["error"]["message"]
+    repeated = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "a"}] * 2,
+    }
+    r = httpx.post(f"{emu.url}/anthropic/v1/messages", json=repeated)
+    assert r.status_code == 400 and "alternate" in r.json()["error"]["message"]
+
+
+def test_gemini_function_calls_and_json_mode(emu: EmulatorServer) -> None:
+    url = f"{emu.url}/google/v1beta/models/gemini-2.5-pro:generateContent"
+    tools = [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "f",
+                    "parametersJsonSchema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+                }
+            ]
+        }
+    ]
+    body = {"contents": [{"role": "user", "parts": [{"text": "go"}]}], "tools": tools}
+    parts = httpx.post(url, json=body).json()["candidates"][0]["content"]["parts"]
+    assert parts[0]["functionCall"]["name"] == "f" and parts[0]["functionCall"]["args"] == {"n": 1}
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "go"}]}],
+        "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseSchema": {"type": "OBJECT", "properties": {"ok": {"type": "BOOLEAN"}}},
+        },
+    }
+    text = httpx.post(url, json=body).json()["candidates"][0]["content"]["parts"][0]["text"]
+    assert json.loads(text) == {"ok": True}
