@@ -137,8 +137,8 @@ class ChatCompletionRequest(BaseModel):
     def needs(self) -> set[str]:
         """The capabilities a model must have to serve this request (``ModelCapabilities``)."""
         out: set[str] = set()
-        if self.tools:
-            out.add("tools")
+        if self.tools or any(m.role == "tool" or m.tool_calls for m in self.messages):
+            out.add("tools")  # a conversation with tool turns needs a model that reads them
         fmt = self.response_format.type if self.response_format else "text"
         if fmt != "text":
             out.add(fmt)

@@ -76,3 +76,28 @@ def test_to_provider_request_maps_fields() -> None:
     assert req.max_tokens == 20  # max_completion_tokens wins
     assert req.stop == ["END"] and req.temperature == 0.5
     assert chat.routing_text() == "last question"
+
+
+def test_seed_and_user_reach_the_provider_unless_dropped() -> None:
+    chat = parse_request({"model": "auto", "messages": USER, "seed": 7, "user": "u-1"})
+    assert chat.parameters_set() == {"seed", "user"}
+    kept = chat.to_provider_request("m")
+    assert kept.seed == 7 and kept.user == "u-1"
+    dropped = chat.to_provider_request("m", frozenset({"user"}))
+    assert dropped.seed == 7 and dropped.user is None
+
+
+def test_tool_turns_need_a_model_with_tools() -> None:
+    history = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    chat = parse_request({"model": "auto", "messages": history})
+    assert chat.needs() == {"tools"}
+    [_, call_turn, result] = chat.to_provider_request("m").messages
+    assert call_turn.tool_calls[0].name == "f" and result.name == "f" and result.tool_call_id == "c1"
