@@ -40,6 +40,7 @@ from benchmarks.harness import emulator, graph
 from benchmarks.overhead import closed_loop, percentile
 from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.emulator.server import free_port
+from serve_app.serve_modes import apply
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LITELLM_VERSION = "1.108.7"
@@ -153,8 +154,15 @@ def main() -> None:
         action="store_true",
         help="Fusion's deployments.api_providers_in_ingress (no provider hop)",
     )
+    parser.add_argument(
+        "--haproxy", action="store_true", help="Serve's HAProxy ingress (serve_app/serve_modes.py)"
+    )
+    parser.add_argument(
+        "--throughput-optimized", action="store_true", help="Serve's throughput-optimized mode"
+    )
     parser.add_argument("--out", default=str(RESULTS / "vs_litellm.json"))
     args = parser.parse_args()
+    serve_env = apply(args.haproxy, args.throughput_optimized)  # before Ray starts
     out = Path(args.out)
     plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -190,6 +198,7 @@ def main() -> None:
         "rounds": args.rounds,
         "fusion_classifier_placement": args.classifier_placement,
         "fusion_api_providers_in_ingress": args.api_providers_in_ingress,
+        "fusion_serve_environment": serve_env,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},
     }

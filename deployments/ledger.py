@@ -26,6 +26,7 @@ from typing import Any
 from ray.util.metrics import Gauge
 
 from deployments.autoscaling import NAMESPACE
+from serve_app.accounting import Directory, directory
 from serve_app.config import FusionConfig
 from serve_app.keys import KeyRecord, Period
 from serve_app.ledger import Admission, Budget, Charge, Ledger, LedgerConfig
@@ -38,9 +39,11 @@ def ledger_name(app_name: str) -> str:
 
 
 class BudgetLedgerActor:
-    def __init__(self, settings: LedgerConfig, budgets: list[Budget]) -> None:
+    def __init__(
+        self, settings: LedgerConfig, budgets: list[Budget], quality_targets: dict[str, float]
+    ) -> None:
         self.settings = settings
-        self.ledger = Ledger(settings.path, budgets, settings.synchronous)
+        self.ledger = Ledger(settings.path, budgets, settings.synchronous, quality_targets=quality_targets)
         self._remaining = Gauge(
             "fusion_budget_remaining_usd",
             "What is left of each budget in its current period (limit - spent - reserved)",
@@ -63,13 +66,17 @@ class BudgetLedgerActor:
                 logger.exception("budget gauges failed")
             await asyncio.sleep(2.0)
 
-    async def configure(self, settings: LedgerConfig, budgets: list[Budget]) -> None:
-        """Adopt a (re)deployed application's settings: its budgets, and its file if it moved."""
+    async def configure(
+        self, settings: LedgerConfig, budgets: list[Budget], quality_targets: dict[str, float]
+    ) -> None:
+        """Adopt a (re)deployed application's settings: budgets, tuning targets, its file if it moved."""
         if settings.path != self.settings.path or settings.synchronous != self.settings.synchronous:
             self.ledger.close()
-            self.ledger = Ledger(settings.path, budgets, settings.synchronous)
+            self.ledger = Ledger(
+                settings.path, budgets, settings.synchronous, quality_targets=quality_targets
+            )
         else:
-            self.ledger.configure(budgets)
+            self.ledger.configure(budgets, quality_targets)
         self.settings = settings
 
     async def reserve(
@@ -80,9 +87,9 @@ class BudgetLedgerActor:
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
 
-    async def directory(self) -> tuple[dict[str, KeyRecord], dict[str, float]]:
-        """The key table (by hash) and every budget's pressure, for the ingress replicas' copies."""
-        return self.ledger.keys.snapshot(), self.ledger.pressure_by_scope()
+    async def directory(self) -> Directory:
+        """Keys by hash, budget pressure, required quality: the ingress replicas' copies."""
+        return directory(self.ledger)
 
     async def create_key(
         self, team: str, name: str, budget_usd: float | None, period: Period | None
@@ -125,4 +132,4 @@ def get_or_create(app_name: str, config: FusionConfig) -> Any:
     if config.ledger.pin_to_head_node:
         options["resources"] = {"node:__internal_head__": 0.001}
     cls = ray.remote(BudgetLedgerActor)
-    return cls.options(**options).remote(config.ledger, config.budgets.budgets())
+    return cls.options(**options).remote(config.ledger, config.budgets.budgets(), config.tuned_targets())

@@ -13,6 +13,8 @@ class Classification:
     task_type: str
     probabilities: dict[str, float] = field(default_factory=dict)
     complexity: float = 0.5  # probability that the row's cheaper model does worse than its stronger one
+    # P(a good answer) per reference model of the quality heads (predictors/quality.py), when shipped
+    quality: dict[str, float] = field(default_factory=dict)
 
 
 class TaskClassifier(Protocol):

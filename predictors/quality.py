@@ -11,12 +11,13 @@ meets a target; sweeping the target traces the router's cost-quality curve.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 
 Matrix = npt.NDArray[np.float64]
 
@@ -38,6 +39,8 @@ class QualityPredictor:
     ) -> QualityPredictor:
         """``labels[model]``: 1 for a good answer, 0 for a bad one, NaN where unknown; ``weights``
         per row (e.g. to keep a large auxiliary dataset from swamping a small one)."""
+        from sklearn.linear_model import LogisticRegression  # training only: a dev dependency
+
         coefs: dict[str, tuple[Matrix, float]] = {}
         base: dict[str, float] = {}
         for model, y in labels.items():
@@ -61,6 +64,31 @@ class QualityPredictor:
             else:
                 out[model] = np.full(len(x), self.base_rates[model])
         return out
+
+
+def quality_features(
+    embeddings: Matrix, texts: Sequence[str], complexity: npt.NDArray[np.float64] | None = None
+) -> Matrix:
+    """The prompt's embedding, its length and digit count (log-scaled) and, for the shipped heads,
+    the classifier's complexity: what a prompt's difficulty shows before any model has seen it."""
+    chars = np.log1p(np.array([len(t) for t in texts], dtype=float))[:, None]
+    digits = np.log1p(np.array([sum(ch.isdigit() for ch in t) for t in texts], dtype=float))[:, None]
+    parts = [embeddings, (chars - 5.0) / 2.0, digits / 2.0]
+    if complexity is not None:
+        parts.append(np.asarray(complexity, dtype=float)[:, None] - 0.5)
+    return np.hstack(parts)
+
+
+def load_heads(path: Path) -> QualityPredictor:
+    """The shipped heads (``python -m predictors.train_quality``)."""
+    heads = json.loads(path.read_text())
+    coefs = {
+        m: (np.asarray(heads["coef"][m], dtype=np.float64), float(heads["intercept"][m]))
+        for m in heads["coef"]
+    }
+    return QualityPredictor(
+        list(heads["models"]), coefs, {m: float(v) for m, v in heads["base_rate"].items()}
+    )
 
 
 def route_cheapest(

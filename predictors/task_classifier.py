@@ -18,8 +18,10 @@ import numpy.typing as npt
 
 from predictors.classification import TASK_TYPES, Classification
 from predictors.embedding import MiniLMEmbedder
+from predictors.quality import load_heads, quality_features
 
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "classifier_heads.json"
+QUALITY_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "quality_heads.json"
 MAX_CHARS = 4000  # the embedder reads 128 tokens; cutting the text first bounds tokenisation cost
 
 
@@ -31,7 +33,12 @@ def complexity_features(
 
 
 class EmbeddingClassifier:
-    def __init__(self, artifact: Path = ARTIFACT, embedder: MiniLMEmbedder | None = None) -> None:
+    def __init__(
+        self,
+        artifact: Path = ARTIFACT,
+        embedder: MiniLMEmbedder | None = None,
+        quality_artifact: Path | None = QUALITY_ARTIFACT,
+    ) -> None:
         heads: dict[str, Any] = json.loads(artifact.read_text())
         if tuple(heads["task_types"]) != TASK_TYPES:
             raise ValueError(f"{artifact}: task types {heads['task_types']} differ from {TASK_TYPES}")
@@ -41,6 +48,11 @@ class EmbeddingClassifier:
         self._cx_b = float(heads["complexity"]["intercept"])
         self.metadata = heads.get("metrics", {})
         self._embedder = embedder or MiniLMEmbedder()
+        self._quality = (
+            load_heads(quality_artifact)
+            if quality_artifact is not None and quality_artifact.exists()
+            else None
+        )
 
     def classify_many(self, texts: list[str]) -> list[Classification]:
         clipped = [t[:MAX_CHARS] for t in texts]
@@ -51,14 +63,20 @@ class EmbeddingClassifier:
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
         cx = complexity_features(emb, counts) @ self._cx_w + self._cx_b
+        complexity = 1.0 / (1.0 + np.exp(-cx.astype(np.float64)))
+        quality: list[dict[str, float]] = [{} for _ in texts]
+        if self._quality is not None:  # the same embedding: the quality heads cost a dot product
+            predicted = self._quality.predict(quality_features(emb.astype(np.float64), texts, complexity))
+            quality = [{m: round(float(p[i]), 4) for m, p in predicted.items()} for i in range(len(texts))]
         out = []
-        for row, z in zip(probs, cx, strict=True):
+        for i, (row, z) in enumerate(zip(probs, cx, strict=True)):
             best = int(row.argmax())
             out.append(
                 Classification(
                     task_type=TASK_TYPES[best],
                     probabilities={t: round(float(p), 4) for t, p in zip(TASK_TYPES, row, strict=True)},
                     complexity=round(1.0 / (1.0 + math.exp(-float(z))), 4),
+                    quality=quality[i],
                 )
             )
         return out

@@ -35,6 +35,14 @@ from serve_app.schemas import ChatCompletionRequest
 
 logger = logging.getLogger("fusion_router")
 
+# what ingress replicas copy from the ledger: keys by hash, budget pressure by scope, and the
+# self-tuned required quality by task type
+Directory = tuple[dict[str, KeyRecord], dict[str, float], dict[str, float]]
+
+
+def directory(ledger: Ledger) -> Directory:
+    return ledger.keys.snapshot(), ledger.pressure_by_scope(), ledger.tuning.required()
+
 
 class LedgerClient(Protocol):
     """The BudgetLedger deployment's methods (``deployments/ledger.py``), as the ingress calls them."""
@@ -43,7 +51,7 @@ class LedgerClient(Protocol):
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
     ) -> Admission: ...
     async def settle(self, charges: list[Charge]) -> int: ...
-    async def directory(self) -> tuple[dict[str, KeyRecord], dict[str, float]]: ...
+    async def directory(self) -> Directory: ...
     async def create_key(
         self, team: str, name: str, budget_usd: float | None, period: Period | None
     ) -> tuple[str, KeyRecord]: ...
@@ -68,8 +76,8 @@ class LocalLedgerClient:
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
 
-    async def directory(self) -> tuple[dict[str, KeyRecord], dict[str, float]]:
-        return self.ledger.keys.snapshot(), self.ledger.pressure_by_scope()
+    async def directory(self) -> Directory:
+        return directory(self.ledger)
 
     async def create_key(
         self, team: str, name: str, budget_usd: float | None, period: Period | None
@@ -107,6 +115,7 @@ class Accountant:
         self.ledger = ledger
         self.ring = KeyRing(required=config.auth.required)
         self.pressure: dict[str, float] = {}  # scope -> (spent + reserved) / limit, from the ledger
+        self.required_quality: dict[str, float] = {}  # task type -> self-tuned target (updated in place)
         self.outbox: list[Charge] = []
         env = os.environ if environ is None else environ
         self._admin_key = env.get(config.auth.admin_key_env) or None
@@ -214,6 +223,8 @@ class Accountant:
                 cached_tokens=u.cached_tokens,
                 reasoning_tokens=u.reasoning_tokens,
                 cache_write_tokens=u.cache_write_tokens,
+                task_type=info.plan.task_type,
+                policy=info.plan.policy,
             )
         )
 
@@ -236,9 +247,11 @@ class Accountant:
         return not self.outbox
 
     async def refresh(self) -> None:
-        keys, pressure = await self.ledger.directory()
+        keys, pressure, required = await self.ledger.directory()
         self.ring.update(keys)
         self.pressure = dict(pressure)
+        self.required_quality.clear()
+        self.required_quality.update(required)
 
     async def run_settlements(self) -> None:
         interval = self.config.ledger.settle_interval_s

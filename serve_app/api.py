@@ -91,6 +91,8 @@ def create_api(
 
     for name, value in app_state.items():
         setattr(app.state, name, value)
+    if accountant is not None:  # the self-tuned targets the ledger publishes reach the routing policy
+        gateway.required_quality = accountant.required_quality
 
     @app.exception_handler(FusionError)
     async def _fusion_error(request: Request, exc: FusionError) -> JSONResponse:

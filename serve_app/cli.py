@@ -197,9 +197,16 @@ def run(
     ] = 8100,
     latency_scale: Annotated[float, typer.Option(help="emulator delay multiplier")] = 1.0,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray (default: all)")] = None,
+    haproxy: Annotated[
+        bool, typer.Option(help="HAProxy ingress straight to the replicas (their ports on every interface)")
+    ] = False,
+    throughput_optimized: Annotated[bool, typer.Option(help="Ray Serve's throughput-optimized mode")] = False,
 ) -> None:
     """Start a local Ray, the provider emulator (for providers without API keys) and the router."""
+    from serve_app.serve_modes import apply
+
     config = _load(config_path)
+    apply(haproxy, throughput_optimized)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

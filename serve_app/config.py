@@ -197,6 +197,11 @@ class ModelConfig(_Strict):
     provider_model: str | None = Field(default=None, description="the provider's ID; defaults to the name")
     price: ModelPrice | None = Field(default=None, description="only for models genai-prices cannot price")
     capabilities: ModelCapabilities = ModelCapabilities()
+    quality_proxy: str | None = Field(
+        default=None,
+        description="the model of the quality heads (predictors/artifacts/quality_heads.json) whose "
+        "per-prompt results stand in for this one",
+    )
 
 
 class RouteRow(_Strict):
@@ -215,18 +220,28 @@ class RoutingConfig(_Strict):
     )
     complexity_threshold: dict[TaskType, float]
     table: dict[TaskType, RouteRow]
+    quality_target: dict[TaskType, float] | None = Field(
+        default=None,
+        description="auto starts at the cheapest of the row's models whose predicted quality meets "
+        "its task type's target (the target self-tunes from feedback); unset: complexity_threshold",
+    )
+    self_tuning: bool = Field(default=True, description="tune the targets' thresholds from feedback")
 
-    @field_validator("table", "complexity_threshold")
+    @field_validator("table", "complexity_threshold", "quality_target")
     @classmethod
-    def _every_task_type(cls, value: dict[TaskType, Any]) -> dict[TaskType, Any]:
+    def _every_task_type(cls, value: dict[TaskType, Any] | None) -> dict[TaskType, Any] | None:
+        if value is None:
+            return None
         missing = [t.value for t in TaskType if t not in value]
         if missing:
             raise ValueError(f"missing task types: {', '.join(missing)}")
         return value
 
-    @field_validator("complexity_threshold")
+    @field_validator("complexity_threshold", "quality_target")
     @classmethod
-    def _in_unit_interval(cls, value: dict[TaskType, float]) -> dict[TaskType, float]:
+    def _in_unit_interval(cls, value: dict[TaskType, float] | None) -> dict[TaskType, float] | None:
+        if value is None:
+            return None
         bad = [t.value for t, v in value.items() if not 0.0 <= v <= 1.0]
         if bad:
             raise ValueError(f"thresholds must lie in [0, 1]: {', '.join(bad)}")
@@ -398,6 +413,13 @@ class FusionConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def tuned_targets(self) -> dict[str, float]:
+        """task type -> quality target, for the ledger's tuners (empty: nothing to tune)."""
+        targets = self.routing.quality_target
+        if targets is None or not self.routing.self_tuning:
+            return {}
+        return {task.value: value for task, value in targets.items()}
 
     def provider_model(self, name: str) -> str:
         model = self.models[name]

@@ -27,6 +27,7 @@ from serve_app.errors import (
     ProviderTimeoutError,
 )
 from serve_app.health import HealthRegistry, Outcome
+from serve_app.pricing import unit_prices
 from serve_app.retry import HedgeBudget, backoff_s, cool_down_s, is_final
 from serve_app.route_info import Continuation, RouteInfo
 from serve_app.routing import (
@@ -45,6 +46,7 @@ Classify = Callable[[str], Awaitable[Classification]]
 CallProvider = Callable[[str, ProviderRequest], Awaitable[Completion]]
 StreamProvider = Callable[[str, ProviderRequest], AsyncIterator[StreamDelta]]
 
+EXPECTED_OUTPUT_TOKENS = 500  # the answer length costs are compared at when a request sets no limit
 CONTINUE_INSTRUCTION = (
     "Your previous message was cut off. Continue it exactly where it stopped, without repeating "
     "any of it and without any preamble."
@@ -70,6 +72,8 @@ class Gateway:
         self._rng = rng or random.Random()
         self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
         self.stats: dict[str, dict[str, Any]] = {}  # the HealthBoard's rolling statistics, per model
+        self.required_quality: dict[str, float] = {}  # task type -> self-tuned target (the ledger's)
+        self._unit_prices = {name: unit_prices(config, name) for name in config.models}
 
     def reset(self) -> None:
         """Forget the incident: close every circuit and refill the hedge budget."""
@@ -83,7 +87,12 @@ class Gateway:
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
         else:
             classification = await self._classify(request.routing_text())
-            plan = plan_route(classification, request.model, self.config, budget_pressure)
+            answer = request.output_limit() or EXPECTED_OUTPUT_TOKENS
+            prompt = request.estimated_tokens() - (request.output_limit() or 0)
+            costs = {m: p_in * prompt + p_out * answer for m, (p_in, p_out) in self._unit_prices.items()}
+            plan = plan_route(
+                classification, request.model, self.config, budget_pressure, self.required_quality, costs
+            )
             info = RouteInfo(request_id, plan, classification)
         needed = request.estimated_tokens()
         needs, params, output = request.needs(), request.parameters_set(), request.output_limit()

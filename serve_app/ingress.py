@@ -245,7 +245,8 @@ class _ActorLedger:
         self.actor = self._make()
 
     async def configure(self) -> None:
-        await self.actor.configure.remote(self._config.ledger, self._config.budgets.budgets())
+        config = self._config
+        await self.actor.configure.remote(config.ledger, config.budgets.budgets(), config.tuned_targets())
 
     def __getattr__(self, name: str) -> Any:
         async def call(*args: Any) -> Any:

@@ -20,7 +20,7 @@ import calendar
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.keys import KeyStore, Period
+from serve_app.tuning import TuningStore
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
@@ -53,7 +54,9 @@ CREATE TABLE IF NOT EXISTS spend (
     output_tokens       INTEGER NOT NULL DEFAULT 0,
     cached_tokens       INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
-    cache_write_tokens  INTEGER NOT NULL DEFAULT 0
+    cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+    task_type           TEXT,
+    policy              TEXT
 );
 CREATE INDEX IF NOT EXISTS spend_time ON spend (settled_at);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -137,6 +140,8 @@ class Charge:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    task_type: str | None = None  # what the classifier said (routed requests)
+    policy: str | None = None  # auto, auto:cost, ..., or direct
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,15 @@ def period_start(period: Period, now: float) -> float:
     return calendar.timegm(start.timetuple())
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since a ledger file was made."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(spend)")}
+    with db:
+        for column in ("task_type", "policy"):
+            if column not in have:
+                db.execute(f"ALTER TABLE spend ADD COLUMN {column} TEXT")
+
+
 def period_end(period: Period, now: float) -> float:
     """When the UTC day or month that ``now`` falls in ends."""
     start = dt.datetime.fromtimestamp(period_start(period, now), dt.UTC)
@@ -206,19 +220,25 @@ class Ledger:
         budgets: Iterable[Budget] = (),
         synchronous: Synchronous = "NORMAL",
         clock: Callable[[], float] = time.time,
+        quality_targets: Mapping[str, float] | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
         self.db = connect(self.path, synchronous)
         self.db.executescript(SCHEMA)
+        _migrate(self.db)
         self.keys = KeyStore(self.db)
+        self.tuning = TuningStore(self.db, quality_targets or {})
         self.clock = clock
         self.configured = {b.scope: b for b in budgets}
         self._usage: dict[str, _Usage] = {}
         self._holds: dict[str, _Hold] = {}
         self._load_holds()
 
-    def configure(self, budgets: Iterable[Budget]) -> None:
+    def configure(
+        self, budgets: Iterable[Budget], quality_targets: Mapping[str, float] | None = None
+    ) -> None:
         """Replace the configured budgets (a redeploy); holds and spend are re-read for them."""
+        self.tuning.configure(quality_targets or {})
         self.configured = {b.scope: b for b in budgets}
         self._usage.clear()
         self._holds.clear()
@@ -304,7 +324,7 @@ class Ledger:
             for c in charges:
                 hold = self._holds.get(c.request_id)
                 cursor = self.db.execute(
-                    "INSERT OR IGNORE INTO spend VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO spend VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         c.request_id,
                         now,
@@ -319,6 +339,8 @@ class Ledger:
                         c.cached_tokens,
                         c.reasoning_tokens,
                         c.cache_write_tokens,
+                        c.task_type,
+                        c.policy,
                     ),
                 )
                 if hold is not None:
@@ -416,7 +438,7 @@ class Ledger:
         """Record a client's score for a settled request; the model that served it, or None if the
         request is unknown, served no model, or was made with another key than ``key_id``."""
         row = self.db.execute(
-            "SELECT model, key_id FROM spend WHERE request_id = ?", (request_id,)
+            "SELECT model, key_id, task_type, policy FROM spend WHERE request_id = ?", (request_id,)
         ).fetchone()
         if row is None or row[0] is None or (row[1] is not None and row[1] != key_id):
             return None
@@ -425,6 +447,8 @@ class Ledger:
                 "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?)",
                 (request_id, row[0], score, self.clock()),
             )
+        if row[3] == "auto" and row[2] is not None:  # the routing policy's own choice: tune it
+            self.tuning.observe(row[2], score)
         return str(row[0])
 
     def economics(self, window_s: float) -> dict[str, dict[str, float | int | None]]:

@@ -58,3 +58,10 @@ def worst_case_usd(config: FusionConfig, model: str, prompt_tokens: int, output_
     token produced (reasoning included). 0 for a model without a known price."""
     cost = call_cost_usd(config, model, Usage(input_tokens=prompt_tokens, output_tokens=output_tokens))
     return cost or 0.0
+
+
+def unit_prices(config: FusionConfig, model: str) -> tuple[float, float]:
+    """USD per prompt token and per output token of ``model`` (0 where no price is known)."""
+    per_in = call_cost_usd(config, model, Usage(input_tokens=1_000_000)) or 0.0
+    per_out = call_cost_usd(config, model, Usage(output_tokens=1_000_000)) or 0.0
+    return per_in / 1e6, per_out / 1e6

@@ -68,6 +68,8 @@ class RouteInfo:
             "slot": served.slot if served else None,
             "policy": self.plan.policy,
             "budget_pressure": self.plan.budget_pressure,
+            "quality_target": self.plan.quality_target,
+            "predicted_quality": self.plan.predicted_quality or None,
             "task_type": self.plan.task_type,
             "complexity": self.plan.complexity,
             "task_probabilities": c.probabilities if c else None,

@@ -6,6 +6,13 @@ No I/O, no Ray: unit-tested directly. Policies:
   below the task type's threshold starts at ``cost_sensitive``; otherwise at ``primary``. Under
   budget pressure (a budget of the caller past ``budgets.pressure``) every prompt starts at
   ``cost_sensitive``.
+- ``auto`` with ``routing.quality_target``: the row's models ordered by the quality heads
+  (``predictors/quality.py``, each model through its ``quality_proxy``): first the cheapest whose
+  predicted quality meets the task type's required quality (its target, self-tuned from feedback:
+  ``serve_app/tuning.py``), then the others that meet it by cost, then the rest by predicted
+  quality. When none meets it, the likeliest to is first.
+- ``auto:<q>`` (``auto:0.85``): the same with the target ``q`` for this request: the one knob from
+  ``auto:cost`` (like q = 0) to ``auto:quality`` (like q = 1).
 - ``auto:quality``: primary, fallback, cost_sensitive.
 - ``auto:cost``: cost_sensitive, fallback, primary.
 - a concrete model name (``gpt-4.1``, or ``openai/gpt-4.1``): that model only, no classification.
@@ -16,14 +23,16 @@ behind the others (``demote_slow``), whatever the policy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from predictors.classification import Classification
 from serve_app.config import FusionConfig, TaskType
 from serve_app.errors import ModelNotFoundError
 
 POLICIES = ("auto", "auto:cost", "auto:quality")
+_NUMERIC = re.compile(r"^auto:(0(\.\d+)?|1(\.0+)?)$")
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,16 @@ class RoutePlan:
     task_type: str | None
     complexity: float | None
     budget_pressure: bool = False  # auto started at cost_sensitive because a budget is nearly spent
+    quality_target: float | None = None  # the required predicted quality it was ordered by
+    predicted_quality: dict[str, float] = field(default_factory=dict)  # model -> P(good answer)
 
 
 def is_routed(model: str) -> bool:
-    return model in POLICIES
+    return model in POLICIES or _NUMERIC.match(model) is not None
+
+
+def numeric_target(policy: str) -> float | None:
+    return float(policy[5:]) if _NUMERIC.match(policy) else None
 
 
 def resolve_model(model: str, config: FusionConfig) -> str:
@@ -67,18 +82,57 @@ def direct_plan(model: str, config: FusionConfig) -> RoutePlan:
     return RoutePlan("direct", (_candidate(config, name, "requested"),), None, None)
 
 
+def _predicted(classification: Classification, config: FusionConfig, names: list[str]) -> dict[str, float]:
+    """model -> predicted quality, when the quality heads cover every one of ``names``."""
+    out = {}
+    for name in names:
+        proxy = config.models[name].quality_proxy
+        if proxy is None or proxy not in classification.quality:
+            return {}
+        out[name] = classification.quality[proxy]
+    return out
+
+
 def plan_route(
-    classification: Classification, policy: str, config: FusionConfig, budget_pressure: bool = False
+    classification: Classification,
+    policy: str,
+    config: FusionConfig,
+    budget_pressure: bool = False,
+    required_quality: Mapping[str, float] | None = None,
+    costs: Mapping[str, float] | None = None,
 ) -> RoutePlan:
-    """Order the routing table's row for this request; duplicates are dropped, order kept."""
-    if policy not in POLICIES:
+    """Order the routing table's row for this request; duplicates are dropped, order kept.
+    ``required_quality``: task type -> the self-tuned required quality; ``costs``: model -> the
+    request's expected cost on it (both only for quality-target routing)."""
+    if not is_routed(policy):
         raise ModelNotFoundError(f"Unknown routing policy '{policy}'.", param="model")
     task = TaskType(classification.task_type)
     row = config.routing.table[task]
+    names = list(dict.fromkeys(getattr(row, slot) for slot in ("primary", "fallback", "cost_sensitive")))
+    target = numeric_target(policy)
+    if target is None and policy == "auto" and config.routing.quality_target is not None:
+        target = (required_quality or {}).get(task.value, config.routing.quality_target[task])
+    predicted = (
+        _predicted(classification, config, names) if target is not None and not budget_pressure else {}
+    )
+    if predicted and target is not None:
+        slot_of = {getattr(row, slot): slot for slot in ("cost_sensitive", "fallback", "primary")}
+        cost = costs or {}
+        meeting = sorted(
+            (n for n in names if predicted[n] >= target), key=lambda n: (cost.get(n, 0.0), -predicted[n])
+        )
+        rest = sorted((n for n in names if predicted[n] < target), key=lambda n: -predicted[n])
+        ordered = tuple(_candidate(config, n, slot_of[n]) for n in meeting + rest)
+        return RoutePlan(policy, ordered, task.value, classification.complexity, False, target, predicted)
     if policy == "auto:quality":
         slots = ("primary", "fallback", "cost_sensitive")
     elif policy == "auto:cost":
         slots = ("cost_sensitive", "fallback", "primary")
+    elif policy.startswith("auto:"):  # a numeric target without quality heads: nearer which end
+        high = (numeric_target(policy) or 0.0) >= 0.5
+        slots = (
+            ("primary", "fallback", "cost_sensitive") if high else ("cost_sensitive", "fallback", "primary")
+        )
     elif budget_pressure or classification.complexity < config.routing.complexity_threshold[task]:
         slots = ("cost_sensitive", "primary", "fallback")
     else:

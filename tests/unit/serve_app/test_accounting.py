@@ -258,3 +258,37 @@ async def test_live_latency_statistics_demote_slow_models(router: Router) -> Non
     assert fast["model"] != "claude-sonnet-4-5" and fast["candidates"][-1] == "claude-sonnet-4-5"
     usual = (await router.chat(messages=prompt)).json()["fusion"]
     assert usual["model"] == "claude-sonnet-4-5"  # no limit configured or asked for
+
+
+async def test_feedback_on_auto_routed_answers_tunes_the_quality_target(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    cfg = emulated_config(config, emu.url)
+    routing = cfg.routing.model_copy(update={"quality_target": {t: 0.6 for t in cfg.routing.table}})
+    cfg = cfg.model_copy(update={"routing": routing})
+    ledger = Ledger(tmp_path / "ledger.db", quality_targets=cfg.tuned_targets())
+    ledger.tuning.tuners["coding"].min_observations = 1
+    accountant = Accountant(cfg, LocalLedgerClient(ledger))
+    await accountant.refresh()
+    app = create_api(cfg, inprocess_gateway(cfg), {}, accountant=accountant)
+    prompt = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as client:
+        answer = (
+            await client.post("/v1/chat/completions", json={"model": "auto", "messages": prompt})
+        ).json()
+        fusion = answer["fusion"]
+        assert fusion["quality_target"] == 0.6 and set(fusion["predicted_quality"]) >= set(
+            fusion["candidates"][:3]
+        )
+        knob = (
+            await client.post("/v1/chat/completions", json={"model": "auto:0.99", "messages": prompt})
+        ).json()
+        assert knob["fusion"]["quality_target"] == 0.99 and knob["fusion"]["policy"] == "auto:0.99"
+        await accountant.flush()
+        before = ledger.tuning.required()["coding"]
+        r = await client.post("/v1/router/feedback", json={"request_id": answer["id"], "score": 1.0})
+        assert r.status_code == 200
+        await accountant.refresh()
+    assert ledger.tuning.required()["coding"] < before
+    assert accountant.required_quality["coding"] == ledger.tuning.required()["coding"]
+    ledger.close()
