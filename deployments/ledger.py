@@ -26,10 +26,9 @@ from typing import Any
 from ray.util.metrics import Gauge
 
 from deployments.autoscaling import NAMESPACE
-from serve_app.accounting import Directory, directory
+from serve_app.accounting import LocalLedgerClient
 from serve_app.config import FusionConfig
-from serve_app.keys import KeyRecord, Period
-from serve_app.ledger import Admission, Budget, Charge, Ledger, LedgerConfig
+from serve_app.ledger import Budget, Ledger, LedgerConfig
 
 logger = logging.getLogger("ray.serve")
 
@@ -38,7 +37,10 @@ def ledger_name(app_name: str) -> str:
     return f"budget-ledger:{app_name or 'default'}"
 
 
-class BudgetLedgerActor:
+class BudgetLedgerActor(LocalLedgerClient):
+    """The ledger's methods (``LocalLedgerClient``, awaited by the ingress through the actor
+    handle), plus its settings, its gauges and its process id."""
+
     def __init__(
         self, settings: LedgerConfig, budgets: list[Budget], quality_targets: dict[str, float]
     ) -> None:
@@ -78,38 +80,6 @@ class BudgetLedgerActor:
         else:
             self.ledger.configure(budgets, quality_targets)
         self.settings = settings
-
-    async def reserve(
-        self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
-    ) -> Admission:
-        return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
-
-    async def settle(self, charges: list[Charge]) -> int:
-        return self.ledger.settle(charges)
-
-    async def directory(self) -> Directory:
-        """Keys by hash, budget pressure, required quality: the ingress replicas' copies."""
-        return directory(self.ledger)
-
-    async def create_key(
-        self, team: str, name: str, budget_usd: float | None, period: Period | None
-    ) -> tuple[str, KeyRecord]:
-        return self.ledger.keys.create(team, name, budget_usd, period)
-
-    async def list_keys(self) -> list[KeyRecord]:
-        return self.ledger.keys.list()
-
-    async def revoke_key(self, key_id: str) -> KeyRecord | None:
-        return self.ledger.keys.revoke(key_id)
-
-    async def status(self) -> list[dict[str, Any]]:
-        return self.ledger.status()
-
-    async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None:
-        return self.ledger.feedback(request_id, score, key_id)
-
-    async def economics(self, window_s: float) -> dict[str, dict[str, Any]]:
-        return self.ledger.economics(window_s)
 
     async def pid(self) -> int:
         """The actor's process (the budget benchmark kills it)."""
