@@ -107,3 +107,13 @@ def test_api_providers_can_run_inside_the_ingress(tmp_path: Path) -> None:
     assert config.deployments.in_ingress(config) == ["anthropic", "google", "openai"]
     ingress: Any = build_app(AppArgs(config_path=str(path)))._bound_deployment
     assert sorted(ingress.init_args[2]) == ["meta"]
+
+
+def test_cluster_starts_ray_with_serves_fast_ingress() -> None:
+    from serve_app.serve_modes import serve_environment
+
+    data = _cluster()
+    wanted = " ".join(f"{k}={v}" for k, v in serve_environment(True, True).items())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = [c for c in data[key] if "ray start" in c]
+        assert start and all(c.startswith(wanted) for c in start), key

@@ -292,3 +292,29 @@ async def test_feedback_on_auto_routed_answers_tunes_the_quality_target(
     assert ledger.tuning.required()["coding"] < before
     assert accountant.required_quality["coding"] == ledger.tuning.required()["coding"]
     ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/v1/router/feedback", b"{not json", 400),
+        ("POST", "/v1/router/feedback", b"[]", 400),
+        ("POST", "/v1/router/feedback", b'{"request_id": "x"}', 400),
+        ("POST", "/v1/router/feedback", b'{"request_id": "x", "score": "high"}', 400),
+        ("POST", "/v1/router/feedback", b'{"request_id": "x", "score": 0.5, "extra": 1}', 400),
+        ("POST", "/v1/admin/keys", b"", 400),
+        ("POST", "/v1/admin/keys", b'{"team": "", "name": "n"}', 400),
+        ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "period": "week", "budget_usd": 1}', 400),
+        ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "budget_usd": -1, "period": "day"}', 400),
+        ("GET", "/v1/router/feedback", b"", 405),
+        ("PUT", "/v1/admin/keys", b"{}", 405),
+    ],
+)
+async def test_bad_input_to_router_endpoints_is_an_envelope(
+    router: Router, method: str, path: str, body: bytes, status: int
+) -> None:
+    headers = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    r = await router.client.request(method, path, content=body, headers=headers)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["message"] and error["type"]
