@@ -58,6 +58,7 @@ from serve_app.demand import DemandHub
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 SLO_QUEUE_S = 2.0
+PREDICTIVE_DOWNSCALE_DELAY_S = 60.0
 NAME = "Provider_llama"
 
 
@@ -230,7 +231,7 @@ def predictive_decider(
         max_replicas=dep.max_replicas,
         target_ongoing_requests=dep.target_ongoing,
         upscale_delay_s=0,
-        downscale_delay_s=60,
+        downscale_delay_s=PREDICTIVE_DOWNSCALE_DELAY_S,
         policy=AutoscalingPolicy(
             policy_function="deployments.autoscaling:PredictivePolicy",
             policy_kwargs={"namespace": "sim", "max_age_s": 180, "default_service_time_s": dep.service_s},
