@@ -183,6 +183,7 @@ def create_api(
         },
     )
     async def chat_completions(request: Request) -> Response:
+        arrived = time.monotonic()
         key = caller(request)
         try:
             body = await read_body(request, config.server.max_body_bytes)
@@ -191,7 +192,9 @@ def create_api(
             pressure = accountant.under_pressure(key) if accountant is not None else False
             info = await gateway.plan(chat, request_id, budget_pressure=pressure)
             if accountant is not None:
+                began = time.monotonic()
                 chat = await accountant.admit(chat, info, key)
+                info.timings["admit_ms"] = round((time.monotonic() - began) * 1000, 3)
         except FusionError as exc:  # refused before any provider was called: nothing to settle
             metrics.refused(exc.error_code or "invalid_request")
             raise
@@ -213,6 +216,7 @@ def create_api(
         finally:
             if not handed_over:
                 finish(info, key, status, chat.stream)
+        info.timings["handler_ms"] = round((time.monotonic() - arrived) * 1000, 3)
         payload = completion_body(
             request_id,
             info.served_by.model if info.served_by else chat.model,

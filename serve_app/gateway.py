@@ -86,7 +86,9 @@ class Gateway:
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
         else:
+            began = time.monotonic()
             classification = await self._classify(request.routing_text())
+            classify_ms = (time.monotonic() - began) * 1000
             answer = request.output_limit() or EXPECTED_OUTPUT_TOKENS
             prompt = request.estimated_tokens() - (request.output_limit() or 0)
             costs = {m: p_in * prompt + p_out * answer for m, (p_in, p_out) in self._unit_prices.items()}
@@ -94,6 +96,7 @@ class Gateway:
                 classification, request.model, self.config, budget_pressure, self.required_quality, costs
             )
             info = RouteInfo(request_id, plan, classification)
+            info.timings["classify_ms"] = round(classify_ms, 3)
         needed = request.estimated_tokens()
         needs, params, output = request.needs(), request.parameters_set(), request.output_limit()
         lacking = {
@@ -297,6 +300,7 @@ class Gateway:
             info, deadline, set(), attempt, stream=False, prompt_tokens=_prompt_estimate(request)
         )
         self._succeed(info, candidate, started)
+        info.timings["provider_ms"] = round((time.monotonic() - started) * 1000, 3)
         info.served_model = result.provider_model or None
         info.charge(self.config, candidate, result.usage)
         return result

@@ -41,6 +41,9 @@ class RouteInfo:
     cost_usd: float | None = None
     reserved_usd: float | None = None  # the budget hold taken before the call (None: no budget applies)
     first_token_s: float | None = None  # streams: from the request's arrival to its first token
+    # where the time went, in ms: classify_ms (the classifier call), admit_ms (the budget hold),
+    # provider_ms (the winning provider call), handler_ms (the ingress's whole handling)
+    timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -87,6 +90,7 @@ class RouteInfo:
             "usage": vars(self.usage),  # every call of the request: cache and reasoning tokens included
             "usage_estimated": self.usage_estimated,
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
+            "timings_ms": self.timings,
         }
 
     def headers(self) -> dict[str, str]:

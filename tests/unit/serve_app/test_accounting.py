@@ -80,6 +80,10 @@ async def test_without_keys_the_router_is_open_and_costs_are_reported(router: Ro
     )
     assert fusion["usage"]["input_tokens"] == r.json()["usage"]["prompt_tokens"]
     assert fusion["reserved_usd"] is None  # no budget applies: no call to the ledger
+    timings = fusion["timings_ms"]  # where the time went (benchmarks/overhead_profile.py reads them)
+    assert timings["handler_ms"] >= timings["provider_ms"] > 0 and "admit_ms" in timings
+    routed = (await router.chat()).json()["fusion"]["timings_ms"]
+    assert routed["classify_ms"] > 0 and routed["handler_ms"] >= routed["classify_ms"] + routed["provider_ms"]
     await router.accountant.flush()
     assert router.ledger.settled_total() == pytest.approx(fusion["cost_usd"])
 
