@@ -95,7 +95,10 @@ class Ingress:
                 return
             except (RayError, TimeoutError) as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the budget ledger did not answer for 60 s") from exc
+                    raise RuntimeError(
+                        f"the budget ledger did not answer for 60 s (its SQLite file: "
+                        f"{self._config.ledger.path}; is it writable on the head node?)"
+                    ) from exc
                 await asyncio.sleep(0.5)
 
     async def _fetch_stats(self) -> None:
