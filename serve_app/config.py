@@ -112,6 +112,12 @@ class ProviderConfig(_Strict):
         "that sets one is not sent to this provider",
     )
 
+    prompt_caching: bool = Field(
+        default=False,
+        description="anthropic: mark a long system prompt (and the tools before it) for Anthropic's "
+        "prompt cache; reads then cost a tenth, the first write a quarter more",
+    )
+
     def honours(self) -> set[str]:
         """The optional parameters this provider can honour, or is told to drop."""
         return _HONOURED[self.kind] | set(self.drop_params)
@@ -162,6 +168,7 @@ class ProviderConfig(_Strict):
             emulated=emulated,
             connect_timeout_s=self.connect_timeout_s,
             read_timeout_s=self.read_timeout_s,
+            prompt_caching=self.prompt_caching,
         )
 
 

@@ -37,6 +37,7 @@ DEFAULT_MAX_TOKENS = 1024  # the messages API requires max_tokens; OpenAI's does
 class AnthropicAdapter:
     def __init__(self, provider: str, endpoint: Endpoint) -> None:
         self.provider = provider
+        self._prompt_caching = endpoint.prompt_caching
         self._client = AsyncAnthropic(
             api_key=endpoint.api_key,
             base_url=endpoint.base_url,
@@ -61,7 +62,7 @@ class AnthropicAdapter:
         }
         if request.user is not None:
             params["metadata"] = {"user_id": request.user}
-        system = request.system_text()
+        system = wire.system_param(request, self._prompt_caching)
         if system:
             params["system"] = system
         if request.temperature is not None:

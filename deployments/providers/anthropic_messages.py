@@ -61,6 +61,20 @@ def messages(dialogue: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
+CACHE_MIN_CHARS = 4096  # about 1,024 tokens: the least Anthropic caches (Sonnet and Opus)
+
+
+def system_param(request: ProviderRequest, prompt_caching: bool) -> str | list[dict[str, Any]] | None:
+    """The system prompt; with prompt caching on and a prompt long enough to be cached, one text
+    block marked ``cache_control`` (the tools, which come before it, are cached with it)."""
+    system = request.system_text()
+    if not system:
+        return None
+    if not prompt_caching or len(system) < CACHE_MIN_CHARS:
+        return system
+    return [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+
+
 def tool_params(request: ProviderRequest) -> dict[str, Any]:
     """``tools`` and ``tool_choice`` for the request, the structured-output tool included."""
     fmt = request.response_format

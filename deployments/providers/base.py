@@ -171,6 +171,7 @@ class Endpoint:
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 30.0
     extra_headers: dict[str, str] = field(default_factory=dict)
+    prompt_caching: bool = False  # Anthropic: mark long system prompts and tools cache_control
 
 
 class ProviderAdapter(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -213,3 +214,33 @@ async def test_cut_and_malformed_streams(emu: EmulatorServer, case: Case, after:
     with pytest.raises(ProviderStreamError):
         await adapter.complete(_request(case))
     await adapter.aclose()
+
+
+async def test_anthropic_prompt_caching_marks_long_system_prompts(emu: EmulatorServer, config: Any) -> None:
+    """With prompt_caching on, a long system prompt is written to Anthropic's cache once and read
+    afterwards, which genai-prices bills at a tenth; off, nothing is cached."""
+    from serve_app.pricing import call_cost_usd
+
+    system = " ".join(f"policy{i} holds." for i in range(1200))  # > 4,096 characters
+    request = ProviderRequest(
+        model="claude-sonnet-4-5",
+        messages=[ChatMessage("system", system), ChatMessage("user", "and so?")],
+        max_tokens=5,
+    )
+    cached = make_adapter(
+        "anthropic",
+        "anthropic",
+        Endpoint(base_url=emu.url + "/anthropic", api_key="t", emulated=True, prompt_caching=True),
+    )
+    first, second = await cached.complete(request), await cached.complete(request)
+    await cached.aclose()
+    assert first.usage.cache_write_tokens == 3600 and second.usage.cached_tokens == 3600
+    assert second.usage.input_tokens == first.usage.input_tokens  # every prompt token is counted
+    costs = [call_cost_usd(config, "claude-sonnet-4-5", u.usage) or 0.0 for u in (first, second)]
+    assert costs[1] < costs[0] / 3
+    plain = make_adapter(
+        "anthropic", "anthropic", Endpoint(base_url=emu.url + "/anthropic", api_key="t", emulated=True)
+    )
+    again = await plain.complete(request)
+    await plain.aclose()
+    assert again.usage.cached_tokens == 0 and again.usage.cache_write_tokens == 0
