@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -36,6 +35,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import local_router
+from benchmarks.report import pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.ledger import Ledger
 from serve_app.pricing import worst_case_usd
@@ -133,10 +133,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def plot(result: dict[str, Any], latencies: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     names = ["budget", "spent (disk)", "charged (clients)"]
@@ -235,11 +232,7 @@ def main() -> None:
         },
         "machine": f"{os.cpu_count()} CPUs, emulator and graph on 127.0.0.1",
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, latencies, out.with_suffix(".png"))
-    print(json.dumps(result, indent=2))
+    write_result(Path(args.out), result, lambda r, path: plot(r, latencies, path))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import pyplot, write_result
 from deployments.providers.base import ChatMessage, ProviderRequest
 from deployments.providers.llama_engine import LocalLlamaAdapter, TransformersEngine
 from deployments.providers.llama_models import SMOLLM2, cache_root, display_name, resolve_model_dir
@@ -114,18 +114,11 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "concurrency": levels,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
+    write_result(Path(args.out), result, plot)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     concs = list(result["concurrency"])
     rows = [result["concurrency"][c] for c in concs]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import local_router
+from benchmarks.report import pyplot, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "Write a python function to reverse a string."
@@ -150,18 +150,11 @@ def main() -> None:
             "requests": len(r["router"]) + r["errors"],
             "router_mean_ms": round(statistics.fmean(r["router"]), 2) if r["router"] else None,
         }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
+    write_result(Path(args.out), result, plot)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     concs = list(result["concurrency"])
     rows = [result["concurrency"][c] for c in concs]

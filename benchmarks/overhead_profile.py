@@ -22,7 +22,6 @@ Writes benchmarks/results/overhead_profile.json and overhead_profile.png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import local_router
+from benchmarks.report import pyplot, write_result
 from serve_app.serve_modes import apply
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,10 +108,7 @@ def profile(n: int, inference_ms: float) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     modes = list(result["modes"])
     fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -143,10 +140,7 @@ def main() -> None:
     result["modes"]["serve proxy"] = profile(args.requests, inference)
     apply(haproxy=True, throughput_optimized=True)  # the Ray started next inherits them
     result["modes"]["haproxy + throughput-optimized"] = profile(args.requests, inference)
-    out = Path(args.out)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
-    print(json.dumps(result, indent=2))
+    write_result(Path(args.out), result, plot)
 
 
 if __name__ == "__main__":

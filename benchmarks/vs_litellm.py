@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import yaml
 
 from benchmarks.harness import emulator, graph
 from benchmarks.overhead import closed_loop, percentile
+from benchmarks.report import pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.emulator.server import free_port
 from serve_app.serve_modes import apply
@@ -222,16 +222,11 @@ def main() -> None:
         kind: max(result["concurrency"][str(c)][f"{kind}_rps"] for c in plan)
         for kind in ("litellm", "fusion")
     }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
+    write_result(out, result, plot)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     concs = list(result["concurrency"])
     rows = [result["concurrency"][c] for c in concs]

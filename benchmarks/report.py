@@ -1,0 +1,29 @@
+"""What every benchmark script does with its result: write the JSON, print it, draw the plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (no display here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_result(
+    out: Path, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], None] | None = None
+) -> None:
+    """``out`` (JSON), the same on stdout, and ``plot(result, out.png)`` when given."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    if plot is not None:
+        plot(result, out.with_suffix(".png"))
