@@ -51,6 +51,7 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.autoscaling_policy import _apply_autoscaling_config, replica_queue_length_autoscaling_policy
 from ray.serve.config import AutoscalingConfig, AutoscalingContext, AutoscalingPolicy
 
+from benchmarks.report import pyplot
 from deployments.autoscaling import PredictivePolicy, replicas_for
 from predictors.forecast_eval import bin_arrivals, load_arrivals
 from serve_app.demand import DemandHub
@@ -414,10 +415,7 @@ def main() -> None:
 
 
 def plot(traces: list[Any], curves: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(traces), 1, figsize=(13, 4 * len(traces)))
     for ax, (name, arrivals, dep, _) in zip(axes, traces, strict=True):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import pyplot
 from predictors.classifier_data import load_examples
 from predictors.classifier_eval import evaluate
 from predictors.embedding import MiniLMEmbedder
@@ -152,10 +153,7 @@ def main() -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = result["confusion_labels"]
     matrix = np.array(result["confusion"], dtype=float)

@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import local_router
+from benchmarks.report import pyplot
 from serve_app.config import DEFAULT_CONFIG_PATH
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -204,10 +205,7 @@ def main() -> None:
 
 
 def plot(raw: dict[str, list[dict[str, Any]]], fault_at: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     kinds = list(raw)
     cols = 4

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import pyplot
 from predictors.forecast import ForecastSettings
 from predictors.forecast_eval import bin_arrivals, evaluate, load_arrivals
 
@@ -104,10 +105,7 @@ def main() -> None:
 
 
 def plot(curves: dict[str, dict[str, list[float | None]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels: list[tuple[str, int, int | None]] = [
         ("servegen/m-large", 10 * DAY, 12 * DAY),

@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 
 from benchmarks.harness import local_router
+from benchmarks.report import pyplot
 from serve_app.config import DEFAULT_CONFIG_PATH
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -211,10 +212,7 @@ def main() -> None:
 
 
 def plot(runs: dict[str, Any], rates: list[float], window_s: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
     xs = [i * window_s for i in range(len(rates))]

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.report import pyplot
 from predictors.quality import QualityPredictor, area_under, pareto_hull, route_cheapest, route_utility
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -315,10 +316,7 @@ def main() -> None:
 
 
 def plot(curves: dict[str, Any], points: list[Any], singles: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     for ax, name in zip(axes[:3], ("mt_bench", "gsm8k", "mmlu"), strict=True):

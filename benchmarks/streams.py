@@ -24,6 +24,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import local_router
+from benchmarks.report import pyplot
 from serve_app.config import DEFAULT_CONFIG_PATH
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,10 +118,7 @@ def main() -> None:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(MODELS), figsize=(11, 4), sharey=True)
     for ax, model in zip(axes, MODELS, strict=True):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import pyplot
 from benchmarks.routing_quality import cross_fitted_scores, gsm8k, mmlu
 from predictors.threshold_tuning import ThresholdTuner
 
@@ -92,10 +93,7 @@ def main() -> None:
 
 
 def plot(out: dict[str, Any], paths: dict[str, list[np.ndarray]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(paths), figsize=(12, 4))
     for ax, (name, runs) in zip(axes, paths.items(), strict=True):
