@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.emulator.tools import EmuToolCall, ToolRequest, json_answer, pieces, plan_calls
 
+IMAGE_TOKENS = 85  # what an image adds to the prompt (OpenAI's price for a low-detail image)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 _VOCAB = (
@@ -82,7 +83,9 @@ class Answer:
         return len(self.tokens) + sum(count_tokens(c.arguments_json) for c in self.tool_calls)
 
     def use_tools(self, req: ToolRequest, model: str, prompt_text: str) -> None:
-        """Turn the answer into tool calls or a JSON document when the request asks for them."""
+        """Turn the answer into tool calls or a JSON document when the request asks for them; bill
+        the request's images as prompt tokens."""
+        self.prompt_tokens += IMAGE_TOKENS * req.images
         calls = plan_calls(req, model, prompt_text)
         if calls:
             self.tokens, self.tool_calls, self.finish_reason = [], calls, "tool_calls"

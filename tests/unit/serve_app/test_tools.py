@@ -173,6 +173,9 @@ async def test_images_as_data(client: httpx.AsyncClient, model: str) -> None:
     ]
     done = await _chat(client, model=model, messages=[{"role": "user", "content": content}])
     assert done["choices"][0]["message"]["content"].startswith(f"[{model}]")
+    text_only = await _chat(client, model=model, messages=[{"role": "user", "content": content[:1]}])
+    # the image reached the provider as an image: it is billed as prompt tokens
+    assert done["usage"]["prompt_tokens"] == text_only["usage"]["prompt_tokens"] + 85
 
 
 async def test_image_urls_go_only_to_models_that_fetch_them(client: httpx.AsyncClient) -> None:
