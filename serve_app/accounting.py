@@ -11,8 +11,8 @@
   sent to the ledger in batches every ``ledger.settle_interval_s``, off the request path; a batch
   the ledger did not confirm is resent until it does (settling is idempotent by request id).
 
-The ledger is reached through a ``LedgerClient``: the BudgetLedger deployment's handle in the
-ingress (``HandleLedgerClient``), the ``Ledger`` itself in unit tests (``LocalLedgerClient``).
+The ledger is reached through a ``LedgerClient``: the BudgetLedger actor in the ingress
+(``serve_app/ingress.py``), the ``Ledger`` itself in unit tests and the CLI (``LocalLedgerClient``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def directory(ledger: Ledger) -> Directory:
 
 
 class LedgerClient(Protocol):
-    """The BudgetLedger deployment's methods (``deployments/ledger.py``), as the ingress calls them."""
+    """The BudgetLedger actor's methods (``deployments/ledger.py``), as the ingress awaits them."""
 
     async def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
@@ -164,7 +164,8 @@ class Accountant:
         self, chat: ChatCompletionRequest, info: RouteInfo, key: KeyRecord | None
     ) -> ChatCompletionRequest:
         """Reserve the request's worst-case cost; the request, with an output limit when it needed one."""
-        if not self.scopes(key):
+        scopes = self.scopes(key)
+        if not scopes:
             return chat
         limit = chat.output_limit()
         if limit is None:
@@ -198,7 +199,7 @@ class Accountant:
                 retry_after_s=wait,
             )
         info.reserved_usd = amount
-        for scope in self.scopes(key):  # keep the replica's picture current between refreshes
+        for scope in scopes:  # keep the replica's picture current between refreshes
             self.pressure[scope] = max(self.pressure.get(scope, 0.0), admission.pressure)
         return chat
 

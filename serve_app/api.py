@@ -84,13 +84,11 @@ def create_api(
     ``reset_board`` also closes the circuits shared by all ingress replicas; without an
     ``accountant`` there are no keys, budgets, stats economics or feedback."""
     metrics = metrics or Metrics(MemoryBackend())
-    app_state = {"gateway": gateway, "accountant": accountant, "metrics": metrics}
     app = FastAPI(
         title="Fusion Router", version="0.1.0", description="OpenAI-compatible multi-provider LLM router"
     )
 
-    for name, value in app_state.items():
-        setattr(app.state, name, value)
+    app.state.gateway, app.state.accountant, app.state.metrics = gateway, accountant, metrics
     if accountant is not None:  # the self-tuned targets the ledger publishes reach the routing policy
         gateway.required_quality = accountant.required_quality
 

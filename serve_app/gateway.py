@@ -83,22 +83,21 @@ class Gateway:
     async def plan(
         self, request: ChatCompletionRequest, request_id: str, budget_pressure: bool = False
     ) -> RouteInfo:
+        needed, output = request.estimated_tokens(), request.output_limit()
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
         else:
             began = time.monotonic()
             classification = await self._classify(request.routing_text())
             classify_ms = (time.monotonic() - began) * 1000
-            answer = request.output_limit() or EXPECTED_OUTPUT_TOKENS
-            prompt = request.estimated_tokens() - (request.output_limit() or 0)
+            answer, prompt = output or EXPECTED_OUTPUT_TOKENS, needed - (output or 0)
             costs = {m: p_in * prompt + p_out * answer for m, (p_in, p_out) in self._unit_prices.items()}
             plan = plan_route(
                 classification, request.model, self.config, budget_pressure, self.required_quality, costs
             )
             info = RouteInfo(request_id, plan, classification)
             info.timings["classify_ms"] = round(classify_ms, 3)
-        needed = request.estimated_tokens()
-        needs, params, output = request.needs(), request.parameters_set(), request.output_limit()
+        needs, params = request.needs(), request.parameters_set()
         lacking = {
             name: missing_capabilities(self.config, name, needs, params, output)
             for name in self.config.models

@@ -1,6 +1,6 @@
 """The budget ledger: reserve a request's worst-case cost before the call, settle its real cost
 after it, in SQLite (WAL), so that concurrent requests cannot overspend and a crash loses no
-settled spend. Plain Python; ``deployments/ledger.py`` is its one-replica Serve shell.
+settled spend. Plain Python; ``deployments/ledger.py`` is the Ray actor that owns it.
 
 Budgets have a scope (``global``, ``team:<name>``, ``key:<key id>``), a limit in USD and a period
 (a UTC calendar day or month). A request is admitted when, for every scope that applies to it,
@@ -212,7 +212,7 @@ def connect(path: str | Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Co
 
 class Ledger:
     """Budgets, reservations, spend and feedback over one SQLite connection. Not thread-safe: its
-    owner calls it from one thread (the Serve replica's event loop, or the CLI)."""
+    owner calls it from one thread (the BudgetLedger actor's event loop, or the CLI)."""
 
     def __init__(
         self,

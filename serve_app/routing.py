@@ -129,7 +129,7 @@ def plan_route(
     elif policy == "auto:cost":
         slots = ("cost_sensitive", "fallback", "primary")
     elif policy.startswith("auto:"):  # a numeric target without quality heads: nearer which end
-        high = (numeric_target(policy) or 0.0) >= 0.5
+        high = (target or 0.0) >= 0.5
         slots = (
             ("primary", "fallback", "cost_sensitive") if high else ("cost_sensitive", "fallback", "primary")
         )
