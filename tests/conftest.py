@@ -59,3 +59,13 @@ def set_fault(emulator: EmulatorServer, model: str, **spec: object) -> None:
 def requests_seen(emulator: EmulatorServer) -> dict[str, int]:
     counts: dict[str, int] = httpx.get(f"{emulator.url}/admin/stats").json()["requests"]
     return counts
+
+
+class Clock:
+    """A clock the test moves by hand: pass it where code takes a ``clock`` callable."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

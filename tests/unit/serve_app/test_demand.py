@@ -7,14 +7,7 @@ import pytest
 from deployments.autoscaling import replicas_for
 from deployments.forecaster import DemandForecasterActor
 from serve_app.demand import ArrivalCounter, DemandHub
-
-
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.conftest import Clock
 
 
 def test_replicas_for_is_littles_law() -> None:
@@ -37,13 +30,13 @@ def test_hub_publishes_rates_and_service_time_each_step() -> None:
     assert not hub.tick()  # the first tick only starts the clock
     for _ in range(5):
         hub.record({"Provider_a": (50, 5000.0, 25.0)})
-        clock.t += 10
+        clock.now += 10
         assert hub.tick()
     f = hub.published["Provider_a"]
     assert f["rate_per_s"] == pytest.approx(5.0)
     assert f["rate_p90_per_s"] >= f["rate_per_s"]
     assert f["service_time_s"] == pytest.approx(0.5)
-    assert f["horizon_s"] == 20 and f["computed_at"] == clock.t
+    assert f["horizon_s"] == 20 and f["computed_at"] == clock.now
 
 
 def test_quiet_steps_count_as_zero_demand() -> None:
@@ -51,10 +44,10 @@ def test_quiet_steps_count_as_zero_demand() -> None:
     hub = DemandHub(step_s=1, horizons_s={"Provider_a": 1}, alpha=1.0, clock=clock)
     hub.tick()
     hub.record({"Provider_a": (10, 0.0, 1.0)})
-    clock.t += 1
+    clock.now += 1
     hub.tick()
     assert hub.published["Provider_a"]["rate_per_s"] == pytest.approx(10)
-    clock.t += 3  # three steps with no report
+    clock.now += 3  # three steps with no report
     hub.tick()
     assert hub.published["Provider_a"]["rate_per_s"] == pytest.approx(0)
 
@@ -63,10 +56,10 @@ def test_a_late_report_counts_in_the_first_open_step() -> None:
     clock = Clock()
     hub = DemandHub(step_s=1, horizons_s={"Provider_a": 1}, alpha=1.0, clock=clock)
     hub.tick()
-    clock.t += 1
+    clock.now += 1
     hub.tick()  # step 1000 closed with nothing in it
     hub.record({"Provider_a": (7, 0.0, 1.0)}, at=1000.5)  # stamped in the closed step
-    clock.t += 1
+    clock.now += 1
     hub.tick()
     assert hub.published["Provider_a"]["rate_per_s"] == pytest.approx(7)  # not lost
 

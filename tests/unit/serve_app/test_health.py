@@ -1,20 +1,13 @@
 from __future__ import annotations
 
 from serve_app.health import BreakerConfig, HealthRegistry, Outcome, merge
+from tests.conftest import Clock
 
 KEY = ("anthropic", "claude-sonnet-4-5")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _registry(**kw: float) -> tuple[HealthRegistry, Clock]:
-    clock = Clock()
+    clock = Clock(100.0)
     return HealthRegistry(BreakerConfig(**kw), clock=clock), clock  # type: ignore[arg-type]
 
 

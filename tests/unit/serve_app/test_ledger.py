@@ -11,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from serve_app.ledger import Budget, Charge, Ledger, period_end, period_start
+from tests.conftest import Clock
 
 DAY = 86_400.0
-
-
-class Clock:
-    def __init__(self, now: float = 1_780_000_000.0) -> None:  # 2026-05-28, mid-day UTC
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+MIDDAY = 1_780_000_000.0  # 2026-05-28, mid-day UTC
 
 
 def _ledger(tmp_path: Path, *budgets: Budget, clock: Clock | None = None) -> Ledger:
-    return Ledger(tmp_path / "ledger.db", budgets, clock=clock or Clock())
+    return Ledger(tmp_path / "ledger.db", budgets, clock=clock or Clock(MIDDAY))
 
 
 def test_concurrent_reservations_never_pass_the_limit(tmp_path: Path) -> None:
@@ -69,7 +63,7 @@ def test_team_and_key_budgets_apply_with_the_global_one(tmp_path: Path) -> None:
 
 
 def test_a_new_period_starts_from_zero(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(MIDDAY)
     ledger = _ledger(tmp_path, Budget("global", 1.0, "day"), clock=clock)
     ledger.reserve("r1", 1.0, None, None, 60)
     ledger.settle([Charge("r1", 1.0, model="m")])
@@ -89,7 +83,7 @@ def test_period_bounds_are_utc_calendar_days_and_months() -> None:
 
 
 def test_holds_of_requests_that_never_settle_expire(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(MIDDAY)
     ledger = _ledger(tmp_path, Budget("global", 1.0, "day"), clock=clock)
     assert ledger.reserve("lost", 1.0, None, None, ttl_s=30).admitted
     assert not ledger.reserve("next", 0.1, None, None, 30).admitted

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from serve_app.stats import RollingStats, StatsConfig, percentile
+from tests.conftest import Clock
 
 KEY = ("openai", "gpt-4.1")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_percentile_interpolates() -> None:
