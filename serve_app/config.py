@@ -76,6 +76,12 @@ class LocalLlamaConfig(_Strict):
         default=1, ge=1, description="GPUs a vLLM replica shards the model over"
     )
     max_model_len: int | None = Field(default=None, ge=16)
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more vLLM engine arguments, passed as they are to vllm.AsyncEngineArgs "
+        "(enforce_eager, dtype, attention_backend, quantization, ...); vLLM rejects unknown ones "
+        "when the replica starts",
+    )
     gpu_hour_usd: float = Field(default=1.0, ge=0, description="price of the node-hour that runs one replica")
     throughput_tokens_per_s: float = Field(
         gt=0, description="measured output tokens/s of one replica (benchmarks/llama_cpu.py on CPU)"

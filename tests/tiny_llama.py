@@ -19,7 +19,8 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_llama(target: Path, seed: int = 0) -> Path:
+def build_tiny_llama(target: Path, seed: int = 0, hidden_size: int = 64) -> Path:
+    """``hidden_size`` / 4 heads is the head size (16 by default; vLLM's Triton attention needs 32+)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -40,8 +41,8 @@ def build_tiny_llama(target: Path, seed: int = 0) -> Path:
     hf.save_pretrained(str(target))
     config = LlamaConfig(
         vocab_size=len(hf),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -261,6 +261,7 @@ def build_local_adapter(provider: str, cfg: Any) -> LocalLlamaAdapter:
             cfg.gpu_memory_utilization,
             cfg.max_model_len,
             cfg.tensor_parallel_size,
+            cfg.engine_args,
         )
     else:
         engine = TransformersEngine(model_dir, display_name(cfg.model), threads=cfg.threads)

@@ -10,9 +10,11 @@ same provider deployment class serves both engines.
 
 from __future__ import annotations
 
+import inspect
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,23 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
+        engine_args: Mapping[str, Any] | None = None,
     ) -> None:
+        # The replica is a threaded Ray worker that may have touched CUDA already: forking the
+        # engine core from it fails ("Cannot re-initialize CUDA in forked subprocess").
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
         started = time.monotonic()
-        args = AsyncEngineArgs(
-            model=str(model_dir),
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
-            disable_log_stats=True,
-        )
+        kwargs: dict[str, Any] = {
+            "model": str(model_dir),
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_model_len": max_model_len,
+            "tensor_parallel_size": tensor_parallel_size,
+            "disable_log_stats": True,
+        }
+        kwargs.update(engine_args or {})  # the config's engine_args win over the fields above
+        args = AsyncEngineArgs(**kwargs)
         self._engine: Any = AsyncLLMEngine.from_engine_args(args)
         self._tokenizer: Any = None
         self.load_s = time.monotonic() - started
@@ -46,10 +54,12 @@ class VLLMEngine:
 
     async def _prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
         if self._tokenizer is None:
-            self._tokenizer = await self._engine.get_tokenizer()
+            tokenizer = self._engine.get_tokenizer()  # a coroutine before vLLM 0.2x, plain after
+            self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
         chat = [{"role": m.role, "content": m.content} for m in messages]
         ids = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        # transformers 5 returns a BatchEncoding (a Mapping, not a dict); 4.x a list of ids
+        return [int(i) for i in (ids["input_ids"] if isinstance(ids, Mapping) else ids)]
 
     async def stream(self, messages: list[ChatMessage], sampling: Sampling) -> AsyncIterator[Piece]:
         from vllm import SamplingParams

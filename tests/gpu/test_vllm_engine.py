@@ -1,4 +1,6 @@
-"""The vLLM engine on a GPU, with the tiny random Llama. Skipped where there is no GPU or no vLLM."""
+"""The vLLM engine on a GPU, with a tiny random Llama built in the test. Skipped where there is
+no GPU or no vLLM (CI has neither). The adapter is built the way a provider replica builds it,
+from a ``local_llama`` config with ``engine: vllm``."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.llama_cpu import one
-from deployments.providers.llama_engine import LocalLlamaAdapter
+from deployments.providers.base import ChatMessage, ProviderRequest
+from deployments.providers.llama_engine import LocalLlamaAdapter, build_local_adapter
 from tests.tiny_llama import build_tiny_llama
 
 
@@ -23,17 +26,63 @@ def _gpu_ready() -> bool:
 
 pytestmark = pytest.mark.skipif(not _gpu_ready(), reason="needs a CUDA GPU and the [gpu] extra (vllm)")
 
+# Head size 32 (vLLM's Triton attention needs 32 or more; FlashAttention would too on a real model).
+TINY_HIDDEN = 128
+ENGINE_ARGS = {"dtype": "bfloat16", "attention_backend": "TRITON_ATTN"}
 
-def test_vllm_engine_streams_with_usage(tmp_path: Path) -> None:
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> LocalLlamaAdapter:
+    from serve_app.config import LocalLlamaConfig
+
+    model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny"), hidden_size=TINY_HIDDEN)
+    cfg = LocalLlamaConfig(
+        engine="vllm",
+        model=str(model_dir),
+        gpu_memory_utilization=0.3,
+        max_model_len=256,
+        engine_args=ENGINE_ARGS,
+        throughput_tokens_per_s=1000.0,
+    )
+    return build_local_adapter("meta", cfg)
+
+
+async def _complete(adapter: LocalLlamaAdapter, prompt: str, max_tokens: int) -> tuple[str, int, int]:
+    request = ProviderRequest(model="llama", messages=[ChatMessage("user", prompt)], max_tokens=max_tokens)
+    text, usage = "", None
+    async for delta in adapter.stream(request):
+        text += delta.text or ""
+        if delta.usage is not None:
+            usage = delta.usage
+    assert usage is not None
+    return text, usage.input_tokens, usage.output_tokens
+
+
+def test_vllm_engine_streams_and_batches_with_usage(adapter: LocalLlamaAdapter) -> None:
+    """One event loop, as in a replica: vLLM's output handler lives on the loop that first used it."""
+
+    async def main() -> tuple[dict[str, float], list[tuple[str, int, int]]]:
+        timing = await one(adapter, "hello", 16)  # the CPU benchmark's own measurement
+        prompts = [("hi", 4), ("write a python function that reverses a list", 12)] * 4
+        batch = await asyncio.gather(*(_complete(adapter, p, n) for p, n in prompts))
+        return timing, list(batch)
+
+    timing, results = asyncio.run(main())
+    ttft, tokens, total = timing["ttft_s"], int(timing["tokens"]), timing["total_s"]
+    load_s = getattr(adapter.engine, "load_s", float("nan"))
+    print(f"vllm tiny llama: load {load_s:.1f}s, ttft {ttft * 1000:.1f} ms, {tokens} tokens, {total:.3f}s")
+    assert 0 < tokens <= 16
+    short, long = results[0], results[1]
+    assert long[1] > short[1]  # the longer prompt has more prompt tokens
+    for (_, _, out), limit in zip(results, [4, 12] * 4, strict=True):
+        assert 0 < out <= limit
+    # temperature 0: the same prompt gives the same answer inside one batch
+    assert len({r[0] for r in results[0::2]}) == 1
+    assert len({r[0] for r in results[1::2]}) == 1
+
+
+def test_vllm_engine_rejects_unknown_engine_args(tmp_path: Path) -> None:
     from deployments.providers.llama_vllm import VLLMEngine
 
-    model_dir = build_tiny_llama(tmp_path / "tiny")
-    engine = VLLMEngine(model_dir, "tiny", gpu_memory_utilization=0.3, max_model_len=256)
-    adapter = LocalLlamaAdapter("meta", engine)
-    timing = asyncio.run(one(adapter, "hello", 16))  # the CPU benchmark's own measurement
-    ttft, tokens, total = timing["ttft_s"], int(timing["tokens"]), timing["total_s"]
-    print(
-        f"vllm tiny llama: load {engine.load_s:.1f}s, ttft {ttft * 1000:.1f} ms, "
-        f"{tokens} tokens, {total:.3f}s"
-    )
-    assert 0 < tokens <= 16
+    with pytest.raises(TypeError):
+        VLLMEngine(tmp_path, "none", engine_args={"no_such_argument": 1})
