@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.autoscaling_replay import Deployment, Metrics, SimClock, serve_policy_decider, simulate
 
@@ -46,3 +47,39 @@ def test_serves_default_policy_scales_on_what_it_observes() -> None:
     finally:
         serve_policy.time = original
     assert r["_replicas"][-1] >= 4
+
+
+def test_scoring_starts_after_the_warm_up_for_requests_and_replica_seconds() -> None:
+    arrivals = np.concatenate([np.full(50, 8.0), np.full(50, 2.0)])  # an overload, then 1 replica's worth
+    whole = simulate(arrivals, DEP, lambda t, o, r, h: 1, None, initial=1)
+    later = simulate(arrivals, DEP, lambda t, o, r, h: 1, None, initial=1, score_from=50)
+    assert whole["requests"] == 500 and later["requests"] == 100
+    assert later["replica_seconds"] == 50
+    # the backlog built in the warm-up still delays the scored requests: the policy ran throughout
+    assert later["slo_violations"] == 100
+
+
+def _point(rs: int, violations: int, attainment: float) -> dict[str, float]:
+    return {"replica_seconds": rs, "slo_violations": violations, "slo_attainment": attainment}
+
+
+def test_goal_check_compares_at_equal_attainment_and_at_equal_replica_seconds() -> None:
+    from benchmarks.autoscaling_replay import goal_check
+
+    sweep = {
+        "ray_tuned": [_point(100, 500, 0.995), _point(80, 3000, 0.97)],
+        "predictive": [_point(85, 90, 0.999), _point(60, 400, 0.99), _point(120, 0, 1.0)],
+        "oracle": [_point(50, 0, 1.0)],
+    }
+    g = goal_check(sweep)
+    a = g["a_equal_attainment"]
+    assert a["both_reach_99pct"] and a["predictive_vs_tuned"] == 0.6 and a["predictive_vs_oracle"] == 1.2
+    assert not a["met"]  # 0.6x tuned, but 1.2x the oracle
+    b = g["b_equal_replica_seconds"]
+    # at tuned's 99% setting (100 replica-seconds) the best predictive within 100 has 90 violations
+    assert b["at_tuned_operating_point"]["predictive_violations"] == 90
+    assert b["at_tuned_operating_point"]["fewer_violations_x"] == pytest.approx(5.56, abs=0.01)
+    assert b["met"] and g["met"]
+    # below every predictive setting's cost there is nothing to compare
+    sweep["ray_tuned"].append(_point(40, 9000, 0.5))
+    assert goal_check(sweep)["b_equal_replica_seconds"]["curve"][0]["predictive_violations"] is None
