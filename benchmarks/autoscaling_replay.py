@@ -9,10 +9,10 @@ scaling factors, bounds, upscale/downscale delays; its clock patched to simulate
 - ``ray_default``: Serve's ``replica_queue_length_autoscaling_policy`` with its defaults (upscale
   delay 30 s, downscale 600 s, metrics every 10 s averaged over 30 s);
 - ``ray_tuned``: the same policy as Serve's docs advise for bursty traffic: metrics every 1 s over
-  5 s, upscale delay 3 s, downscale 60 s, upscaling factor 2;
+  5 s, upscale delay 3 s, downscale 60, 120 or 300 s, upscaling factor 2;
 - ``predictive``: ``deployments.autoscaling.PredictivePolicy`` (its cache filled from a
   ``serve_app.demand.DemandHub`` fed with the simulated arrivals, as the ingress feeds the actor),
-  metrics as ``ray_tuned``, upscale delay 0, downscale 60 s;
+  metrics as ``ray_tuned``, upscale delay 0, downscale 60 or 0 s;
 - ``oracle``: knows the arrivals of the next cold start + 60 s and starts replicas exactly in time.
 
 The deployment: a request holds one of a replica's ``per_replica`` slots for ``service_s``; a new
@@ -24,15 +24,18 @@ violates the SLO when it waits more than ``SLO_QUEUE_S`` for a slot. Traces:
   rate; the predictive policy's forecaster first sees days 0-9 (training); service 2 s, 16 slots
   per replica (a vLLM replica's batch), cold start 120 s;
 - azure-llm-2023 conv and code (one hour of real arrival timestamps); service 2 s, 4 slots,
-  cold start 60 s; the forecaster starts with no history.
+  cold start 60 s; the forecaster starts with no history, so the first 20 minutes are its training:
+  every policy runs the whole hour, and requests and replica-seconds count from minute 20 on.
 
 Policies are compared at equal SLO attainment: each runs at several target utilisations
 (``target_ongoing_requests`` = slots x utilisation, 1.0 down to 0.35: the headroom knob every
-policy has), the predictive one also at forecast quantiles 0.9, 0.95 and 0.99; per policy the
-JSON reports the setting with the fewest replica-seconds among those with >= 99% of requests
-within the SLO (or, where none gets there, the best attainment), and every point under "sweeps".
+policy has), tuned reactive and predictive also at their downscale delays, predictive at forecast
+quantiles 0.9, 0.95 and 0.99; per policy the JSON reports the setting with the fewest
+replica-seconds among those with >= 99% of requests within the SLO (or, where none gets there, the
+best attainment), every point under "sweeps", and per trace the issue's goal (``goal_check``).
 
-Writes benchmarks/results/autoscaling.json and autoscaling.png.
+Writes benchmarks/results/autoscaling.json, autoscaling.png (load, forecast and replicas over
+time) and autoscaling_tradeoff.png (violations against replica-seconds, every setting).
 """
 
 from __future__ import annotations

@@ -298,7 +298,12 @@ class AutoscalingOptions(_Strict):
         default=1.0, gt=0, description="a call's duration until the forecaster has measured it"
     )
     upscale_delay_s: float | None = Field(default=None, ge=0, description="Serve's; 0 for predictive")
-    downscale_delay_s: float | None = Field(default=None, ge=0, description="Serve's default: 600 s")
+    downscale_delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Serve's default (600 s) for reactive; 0 for predictive, whose forecast already "
+        "holds the next cold start's capacity (benchmarks/autoscaling_replay.py chose 0 on every trace)",
+    )
 
     def serve_config(self, forecast: ForecastConfig) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -312,6 +317,7 @@ class AutoscalingOptions(_Strict):
             from deployments.autoscaling import NAMESPACE
 
             out["upscale_delay_s"] = 0.0 if self.upscale_delay_s is None else self.upscale_delay_s
+            out["downscale_delay_s"] = 0.0 if self.downscale_delay_s is None else self.downscale_delay_s
             out["policy"] = {
                 "policy_function": "deployments.autoscaling:PredictivePolicy",
                 "policy_kwargs": {

@@ -89,12 +89,15 @@ def test_policy_reads_only_its_cache_and_reports_why() -> None:
 def test_predictive_options_make_a_valid_serve_autoscaling_config() -> None:
     options = AutoscalingOptions(min_replicas=1, max_replicas=4, policy="predictive", cold_start_s=90)
     raw = options.serve_config(ForecastConfig(step_s=60))
-    assert raw["upscale_delay_s"] == 0.0
+    assert raw["upscale_delay_s"] == 0.0 and raw["downscale_delay_s"] == 0.0
     assert raw["policy"]["policy_function"] == "deployments.autoscaling:PredictivePolicy"
     assert raw["policy"]["policy_kwargs"]["max_age_s"] == 180
     config = AutoscalingConfig(**raw)  # Serve imports and pickles the policy here
     assert config.policy.policy_kwargs["namespace"] == "fusion-router"
     assert "policy" not in AutoscalingOptions(max_replicas=2).serve_config(ForecastConfig())
+    assert "downscale_delay_s" not in AutoscalingOptions(max_replicas=2).serve_config(ForecastConfig())
+    slow = AutoscalingOptions(max_replicas=2, policy="predictive", downscale_delay_s=300)
+    assert slow.serve_config(ForecastConfig())["downscale_delay_s"] == 300
 
 
 @pytest.mark.parametrize("ongoing,expected", [(0, 1), (3, 2), (100, 8)])
