@@ -184,7 +184,7 @@ _HONOURED: dict[str, set[str]] = {
     "openai_compatible": {"seed", "user"},
     "anthropic": {"user"},  # metadata.user_id; the messages API has no seed
     "google": {"seed"},  # generationConfig.seed; Gemini has no end-user field
-    "local_llama": set(),
+    "local_llama": {"seed"},  # both engines seed their sampler
 }
 
 

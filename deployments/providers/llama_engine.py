@@ -8,6 +8,7 @@ runs on GPU and is imported only when configured. ``LocalLlamaAdapter`` turns ei
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ class Sampling:
     temperature: float | None
     top_p: float | None
     stop: list[str]
+    seed: int | None = None  # sampling with a seed repeats; without one it draws afresh
 
 
 @dataclass
@@ -122,7 +124,9 @@ class TransformersEngine:
                 status_code=400,
             )
         limit = min(sampling.max_tokens, budget)
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator().manual_seed(
+            sampling.seed if sampling.seed is not None else secrets.randbits(63)
+        )
         matcher = StopMatcher(sampling.stop)
         generated: list[int] = []
         finish = "length"
@@ -203,6 +207,7 @@ class LocalLlamaAdapter:
             temperature=request.temperature,
             top_p=request.top_p,
             stop=list(request.stop or []),
+            seed=request.seed,
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:

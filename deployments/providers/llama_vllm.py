@@ -71,7 +71,7 @@ class VLLMEngine:
             temperature=sampling.temperature or 0.0,
             top_p=sampling.top_p if sampling.top_p is not None else 1.0,
             stop=sampling.stop or None,
-            seed=0,
+            seed=sampling.seed,  # None: vLLM draws afresh
         )
         sent = 0
         final: Any = None

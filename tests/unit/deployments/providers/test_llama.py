@@ -76,18 +76,22 @@ async def test_max_tokens_is_honoured(adapter: LocalLlamaAdapter) -> None:
             assert done.finish_reason == "length"
 
 
-async def test_temperature_samples_and_is_reproducible(adapter: LocalLlamaAdapter) -> None:
-    greedy = await adapter.complete(_req(max_tokens=20))
+async def test_temperature_samples_afresh_and_a_seed_repeats(adapter: LocalLlamaAdapter) -> None:
+    greedy = [await adapter.complete(_req(max_tokens=20)) for _ in range(2)]
+    assert greedy[0].text == greedy[1].text  # no temperature: greedy
     hot = [await adapter.complete(_req(max_tokens=20, temperature=1.5)) for _ in range(2)]
-    assert hot[0].text == hot[1].text  # seeded
-    assert hot[0].text != greedy.text  # 400-token vocabulary, random weights: sampling diverges
+    # 400-token vocabulary, random weights: two free draws of 20 tokens differ, and differ from greedy
+    assert hot[0].text != hot[1].text and greedy[0].text not in (hot[0].text, hot[1].text)
+    seeded = [await adapter.complete(_req(max_tokens=20, temperature=1.5, seed=7)) for _ in range(2)]
+    assert seeded[0].text == seeded[1].text
+    assert (await adapter.complete(_req(max_tokens=20, temperature=1.5, seed=8))).text != seeded[0].text
 
 
 async def test_stop_sequence_cuts_the_answer(adapter: LocalLlamaAdapter) -> None:
-    full = await adapter.complete(_req(max_tokens=30, temperature=1.5))
+    full = await adapter.complete(_req(max_tokens=30, temperature=1.5, seed=3))
     assert len(full.text) > 6
     stop = full.text[3:5]
-    cut = await adapter.complete(_req(max_tokens=30, temperature=1.5, stop=[stop]))
+    cut = await adapter.complete(_req(max_tokens=30, temperature=1.5, seed=3, stop=[stop]))
     assert cut.text == full.text[: full.text.find(stop)]
     assert cut.finish_reason == "stop"
 
