@@ -214,9 +214,8 @@ def cross_fitted_scores(
     return score, chosen
 
 
-def routellm_set(name: str, pairs: Pairs, borrowed: tuple[Array, Array] | None) -> dict[str, Any]:
+def routellm_set(name: str, pairs: Pairs, x: Array, borrowed: tuple[Array, Array] | None) -> dict[str, Any]:
     texts, strong, weak, groups = pairs
-    x = features(texts)
     runs = []
     for seed in FOLD_SEEDS:  # the fold split moves APGR by a few points on the small sets
         score, weights = cross_fitted_scores(x, strong, weak, groups, borrowed, seed)
@@ -377,7 +376,7 @@ def main() -> None:
     for name, pairs in sets.items():
         others = [v for k, v in pooled.items() if k != name]  # never the set's own prompts
         borrowed = (np.vstack([o[0] for o in others]), np.concatenate([o[1] for o in others]))
-        r = routellm_set(name, pairs, borrowed)
+        r = routellm_set(name, pairs, pooled[name][0], borrowed)
         curves[name] = r.pop("_curve")
         out["routellm"][name] = r
     rb = routerbench()

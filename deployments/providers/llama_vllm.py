@@ -54,7 +54,7 @@ class VLLMEngine:
 
     async def _prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
         if self._tokenizer is None:
-            tokenizer = self._engine.get_tokenizer()  # a coroutine before vLLM 0.2x, plain after
+            tokenizer = self._engine.get_tokenizer()  # a coroutine in older vLLM, plain in 0.26
             self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
         chat = [{"role": m.role, "content": m.content} for m in messages]
         ids = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
