@@ -365,7 +365,14 @@ class ClassifierOptions(DeploymentOptions):
         "(one Ray hop less per request)",
     )
     max_batch_size: int = Field(default=32, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.002, ge=0)
+    batch_wait_timeout_s: float = Field(
+        default=0.002, ge=0, description="how long a batch stays open for more prompts"
+    )
+    adaptive_batch_wait: bool = Field(
+        default=True,
+        description="wait only after a batch that had company: a prompt arriving at an idle "
+        "replica is classified at once (deployments/classifier.py: BatchWait)",
+    )
 
 
 class DeploymentsConfig(_Strict):
