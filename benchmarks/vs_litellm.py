@@ -222,7 +222,39 @@ def main() -> None:
         kind: max(result["concurrency"][str(c)][f"{kind}_rps"] for c in plan)
         for kind in ("litellm", "fusion")
     }
+    result["goal"] = goal_check(result)
     write_result(out, result, plot)
+
+
+def goal_check(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goal: Fusion's overhead at most half of LiteLLM's, p50 and p99, at every
+    concurrency, a higher maximum rate, and no errors. Ratios are Fusion / LiteLLM, pooled and
+    per round (the rounds' spread is the noise)."""
+    ratios: dict[str, Any] = {}
+    unmet: list[str] = []
+    for conc, row in result["concurrency"].items():
+        entry: dict[str, Any] = {}
+        for q in ("p50", "p99"):
+            fusion, litellm = row[f"fusion_overhead_{q}_ms"], row[f"litellm_overhead_{q}_ms"]
+            entry[q] = round(fusion / litellm, 2) if litellm > 0 else None
+            entry[f"{q}_by_round"] = [
+                round(f / lt, 2) if lt > 0 else None
+                for f, lt in zip(
+                    row[f"fusion_overhead_{q}_ms_by_round"],
+                    row[f"litellm_overhead_{q}_ms_by_round"],
+                    strict=True,
+                )
+            ]
+            if entry[q] is None or entry[q] > 0.5:
+                unmet.append(f"c={conc} {q}: {entry[q]}x LiteLLM's overhead")
+        ratios[conc] = entry
+        if row["fusion_errors"]:
+            unmet.append(f"c={conc}: {row['fusion_errors']} Fusion errors")
+    rate = result["max_rps"]
+    rate_ratio = round(rate["fusion"] / rate["litellm"], 2) if rate["litellm"] else None
+    if rate_ratio is None or rate_ratio <= 1.0:
+        unmet.append(f"maximum rate {rate_ratio}x LiteLLM's")
+    return {"overhead_ratio": ratios, "max_rps_ratio": rate_ratio, "met": not unmet, "unmet": unmet}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
