@@ -359,10 +359,11 @@ class ClassifierOptions(DeploymentOptions):
     engine: Literal["embedding", "keyword"] = Field(
         default="embedding", description="trained MiniLM heads, or the keyword baseline"
     )
-    placement: Literal["deployment", "ingress"] = Field(
-        default="deployment",
-        description="its own deployment (batched, scaled apart), or inside each ingress replica "
-        "(one Ray hop less per request)",
+    placement: Literal["deployment", "ingress", "adaptive"] = Field(
+        default="adaptive",
+        description="its own deployment (batched, scaled apart); inside each ingress replica (one "
+        "Ray hop less per request); or adaptive: the deployment, except that a prompt reaching an "
+        "ingress replica that serves no other request is classified there",
     )
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(

@@ -23,6 +23,7 @@ from serve_app.demand import ArrivalCounter
 from serve_app.errors import ProviderConnectionError, ProviderError
 from serve_app.gateway import Gateway
 from serve_app.health import HealthRegistry
+from serve_app.in_flight import InFlight, InFlightCount
 from serve_app.metrics import Metrics, RayBackend
 
 logger = logging.getLogger("ray.serve")
@@ -41,7 +42,8 @@ class Ingress:
         self._config = config
         self._classifier = classifier
         self._local_classifier: TaskClassifier | None = None
-        if classifier is None:  # deployments.classifier.placement: ingress
+        self._requests = InFlightCount()
+        if config.deployments.classifier.placement != "deployment":  # ingress, or adaptive
             from deployments.classifier import load_classifier
 
             self._local_classifier = load_classifier(config.deployments.classifier.engine)
@@ -80,9 +82,11 @@ class Ingress:
             logger.info("fusion-router: provider %s -> %s", name, where)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(
+        app = create_api(
             self._config, self.gateway, self.modes, self._reset_board, self.accountant, self.metrics
         )
+        app.add_middleware(InFlight, counter=self._requests)
+        return app
 
     async def _first_directory(self) -> None:
         """Give the ledger this deployment's budgets and read the key table before serving: until
@@ -175,9 +179,16 @@ class Ingress:
             self._arrivals.add(f"Provider_{provider}", tokens, time.monotonic() - started)
 
     async def _classify(self, text: str) -> Classification:
-        if self._local_classifier is not None:  # off the event loop: a MiniLM pass takes milliseconds
-            found = await asyncio.to_thread(self._local_classifier.classify_many, [text])
+        local = self._local_classifier
+        if local is not None and self._classifier is None:  # placement: ingress
+            # off the event loop: a MiniLM pass takes milliseconds, and other requests are served
+            found = await asyncio.to_thread(local.classify_many, [text])
             return found[0]
+        if local is not None and self._requests.alone():
+            # placement: adaptive, and this replica serves no other request: the pass runs here, on
+            # the loop, as nothing else is waiting for it (the hop and a thread hand-off each cost
+            # more than they save here; benchmarks/README.md)
+            return local.classify_many([text])[0]
         assert self._classifier is not None
         result: Classification = await self._classifier.classify.remote(text)
         return result

@@ -175,6 +175,37 @@ def test_classifier_deployment_batches_concurrent_calls(router: str) -> None:
     assert max(sizes) > 1, sizes
 
 
+def test_adaptive_placement_classifies_a_lone_request_in_the_ingress(router: str) -> None:
+    """placement: adaptive (the default): a request that finds the ingress idle is classified
+    there (no batch at the deployment); overlapping ones go to the batched deployment, and every
+    request is classified the same way either way."""
+    import asyncio
+
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ClassifierDeployment", app_name="fusion")
+
+    def batched() -> int:
+        return sum(handle.batch_stats.remote().result().values())
+
+    text, model = PROMPTS["coding"]
+    body = {"model": "auto:quality", "messages": [{"role": "user", "content": text}]}
+    before = batched()
+    for _ in range(3):
+        r = _post(router, body)
+        assert r.status_code == 200 and r.headers["x-fusion-task-type"] == "coding"
+    assert batched() == before
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            url = f"{router}/v1/chat/completions"
+            return list(await asyncio.gather(*(client.post(url, json=body) for _ in range(12))))
+
+    answers = asyncio.run(burst())
+    assert all(a.status_code == 200 and a.headers["x-fusion-model"] == model for a in answers)
+    assert batched() > before
+
+
 def test_official_openai_client_tools_and_structured_output(router: str, emu: EmulatorServer) -> None:
     """The openai SDK's tool calling, its stream helper and its pydantic parse helper, unchanged."""
     from pydantic import BaseModel
