@@ -38,7 +38,7 @@ import yaml
 from benchmarks.harness import emulator, graph
 from benchmarks.overhead import closed_loop, percentile
 from benchmarks.report import pyplot, write_result
-from serve_app.config import DEFAULT_CONFIG_PATH
+from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.emulator.server import free_port
 from serve_app.serve_modes import apply
 
@@ -113,9 +113,10 @@ def litellm_proxy(emulator_url: str, workdir: Path) -> Iterator[str]:
             process.kill()
 
 
-def fusion_config(workdir: Path, placement: str, providers_in_ingress: bool) -> str:
+def fusion_config(workdir: Path, placement: str | None, providers_in_ingress: bool) -> str:
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    data["deployments"]["classifier"]["placement"] = placement
+    if placement is not None:
+        data["deployments"]["classifier"]["placement"] = placement
     data["deployments"]["api_providers_in_ingress"] = providers_in_ingress
     path = workdir / "fusion_config.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -145,9 +146,9 @@ def main() -> None:
     parser.add_argument("--requests-per-conc", default="1:150,16:600,64:1200")
     parser.add_argument(
         "--classifier-placement",
-        choices=("deployment", "ingress"),
-        default="deployment",
-        help="Fusion's deployments.classifier.placement",
+        choices=("deployment", "ingress", "adaptive"),
+        default=None,
+        help="Fusion's deployments.classifier.placement (default: the default config's)",
     )
     parser.add_argument(
         "--api-providers-in-ingress",
@@ -196,7 +197,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "litellm_version": LITELLM_VERSION,
         "rounds": args.rounds,
-        "fusion_classifier_placement": args.classifier_placement,
+        "fusion_classifier_placement": args.classifier_placement
+        or load_config(str(DEFAULT_CONFIG_PATH)).deployments.classifier.placement,
         "fusion_api_providers_in_ingress": args.api_providers_in_ingress,
         "fusion_serve_environment": serve_env,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
