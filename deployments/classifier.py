@@ -24,12 +24,12 @@ class BatchWait:
     """How long the next batch stays open for more prompts.
 
     A fixed wait is pure latency when prompts arrive one at a time: with 2 ms, a lone request at
-    concurrency 1 took 4-5 ms longer end to end (``python -m benchmarks.vs_litellm``; the
-    benchmarks README). Under load the wait is what lets batches form, and without it the maximum
-    rate fell by a fifth. So, when adaptive, the next batch waits ``wait_s`` only if the last one
-    had company (prompts that arrived while it ran, or within its wait); a batch of one means the
-    replica is not contended, and the next prompt goes straight through. Batches form by
-    themselves as soon as prompts overlap, because they queue while one runs.
+    concurrency 1 took 2-5 ms longer end to end (benchmarks/README.md). Under load the wait is
+    what lets batches form, and without it the maximum rate fell by a fifth. So, when adaptive,
+    the next batch waits ``wait_s`` only if the last one had company (prompts that arrived while
+    it ran, or within its wait); a batch of one means the replica is not contended, and the next
+    prompt goes straight through. Batches form by themselves as soon as prompts overlap, because
+    they queue while one runs.
     """
 
     def __init__(self, wait_s: float, adaptive: bool = True) -> None:
