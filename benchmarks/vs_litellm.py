@@ -113,11 +113,14 @@ def litellm_proxy(emulator_url: str, workdir: Path) -> Iterator[str]:
             process.kill()
 
 
-def fusion_config(workdir: Path, placement: str | None, providers_in_ingress: bool) -> str:
+def fusion_config(
+    workdir: Path, placement: str | None, providers_in_ingress: bool, providers_when_idle: bool = False
+) -> str:
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     if placement is not None:
         data["deployments"]["classifier"]["placement"] = placement
     data["deployments"]["api_providers_in_ingress"] = providers_in_ingress
+    data["deployments"]["api_providers_when_idle"] = providers_when_idle
     path = workdir / "fusion_config.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
@@ -156,6 +159,11 @@ def main() -> None:
         help="Fusion's deployments.api_providers_in_ingress (no provider hop)",
     )
     parser.add_argument(
+        "--api-providers-when-idle",
+        action="store_true",
+        help="Fusion's deployments.api_providers_when_idle (no provider hop while an ingress is idle)",
+    )
+    parser.add_argument(
         "--haproxy", action="store_true", help="Serve's HAProxy ingress (serve_app/serve_modes.py)"
     )
     parser.add_argument(
@@ -180,7 +188,12 @@ def main() -> None:
                 body = {"model": MODEL, "messages": messages}
                 auth = {"authorization": f"Bearer {MASTER_KEY}"}
                 got["litellm"] = measure(f"{proxy}/v1/chat/completions", body, plan, None, auth)
-            fusion = fusion_config(RESULTS, args.classifier_placement, args.api_providers_in_ingress)
+            fusion = fusion_config(
+                RESULTS,
+                args.classifier_placement,
+                args.api_providers_in_ingress,
+                args.api_providers_when_idle,
+            )
             with graph(emu, fusion) as router:
                 body = {"model": "auto", "messages": messages}
                 got["fusion"] = measure(f"{router}/v1/chat/completions", body, plan, MODEL)
@@ -200,6 +213,7 @@ def main() -> None:
         "fusion_classifier_placement": args.classifier_placement
         or load_config(str(DEFAULT_CONFIG_PATH)).deployments.classifier.placement,
         "fusion_api_providers_in_ingress": args.api_providers_in_ingress,
+        "fusion_api_providers_when_idle": args.api_providers_when_idle,
         "fusion_serve_environment": serve_env,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},

@@ -388,11 +388,23 @@ class DeploymentsConfig(_Strict):
         description="call the API providers' SDKs from the ingress replicas instead of their own "
         "deployments (one Ray hop less per call); the self-hosted Llama always has its deployment",
     )
+    api_providers_when_idle: bool = Field(
+        default=False,
+        description="call the API providers' SDKs from an ingress replica while it serves no other "
+        "request (no Ray hop); their deployments still take every other call",
+    )
 
     def in_ingress(self, config: FusionConfig) -> list[str]:
-        """Providers whose adapters run inside the ingress replicas."""
-        if not self.api_providers_in_ingress:
-            return []
+        """Providers whose adapters run inside the ingress replicas, for every call."""
+        return self._api_providers(config) if self.api_providers_in_ingress else []
+
+    def ingress_adapters(self, config: FusionConfig) -> list[str]:
+        """Providers whose adapters the ingress replicas hold: for every call, or when idle."""
+        if self.api_providers_in_ingress or self.api_providers_when_idle:
+            return self._api_providers(config)
+        return []
+
+    def _api_providers(self, config: FusionConfig) -> list[str]:
         used = sorted({m.provider for m in config.models.values()})
         return [name for name in used if config.providers[name].local is None]
 

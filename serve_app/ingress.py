@@ -50,7 +50,9 @@ class Ingress:
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
         # providers whose adapters run here (deployments.api_providers_in_ingress): no Ray hop
-        self._cores = {name: ProviderCore(name, config) for name in config.deployments.in_ingress(config)}
+        d = config.deployments
+        self._cores = {name: ProviderCore(name, config) for name in d.ingress_adapters(config)}
+        self._always_here = set(d.in_ingress(config))  # the rest only while this replica is idle
         self.health = HealthRegistry(config.health)
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
         self._board = board
@@ -193,10 +195,19 @@ class Ingress:
         result: Classification = await self._classifier.classify.remote(text)
         return result
 
+    def _core(self, provider: str) -> ProviderCore | None:
+        """This replica's adapter for ``provider`` when the call is made here (no Ray hop): always
+        under api_providers_in_ingress, and under api_providers_when_idle while this replica serves
+        no other request; None: through the provider's deployment."""
+        core = self._cores.get(provider)
+        if core is None or provider in self._always_here or self._requests.alone():
+            return core
+        return None
+
     async def _complete(self, provider: str, request: ProviderRequest) -> Completion:
         started = time.monotonic()
         try:
-            core = self._cores.get(provider)
+            core = self._core(provider)
             if core is not None:
                 result = await core.complete(request)
             else:
@@ -211,7 +222,7 @@ class Ingress:
         return completion
 
     async def _stream(self, provider: str, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
-        core = self._cores.get(provider)
+        core = self._core(provider)
         if core is not None:
             started = time.monotonic()
             try:
