@@ -1,0 +1,23 @@
+"""The A/B script's configuration merge: one level into ``deployments``, checked on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.config_ab import config_file
+from serve_app.config import ConfigError, load_config
+
+
+def test_changes_merge_into_deployments_one_level_deep(tmp_path: Path) -> None:
+    change = {"classifier": {"placement": "deployment"}, "api_providers_when_idle": True}
+    config = load_config(config_file(change, tmp_path / "a.yaml"))
+    assert config.deployments.classifier.placement == "deployment"
+    assert config.deployments.classifier.max_batch_size == 32  # the rest of the section stays
+    assert config.deployments.api_providers_when_idle is True
+
+
+def test_an_unknown_field_fails_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="placemnt"):
+        config_file({"classifier": {"placemnt": "ingress"}}, tmp_path / "b.yaml")
