@@ -22,29 +22,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from benchmarks.harness import emulator, graph
+from benchmarks.harness import config_with, emulator, graph, parse_plan
 from benchmarks.overhead import EXPECTED_MODEL, PROMPT, closed_loop, percentile
 from benchmarks.report import write_result
-from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.serve_modes import apply
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def config_file(change: dict[str, Any], path: Path) -> str:
-    """The default configuration with ``change`` merged into ``deployments``; checked on load."""
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    section = data["deployments"]
-    for key, value in change.items():
-        if isinstance(value, dict) and isinstance(section.get(key), dict):
-            section[key] = {**section[key], **value}
-        else:
-            section[key] = value
-    path.write_text(yaml.safe_dump(data))
-    load_config(str(path))  # an unknown or invalid field fails here, before any clock starts
-    return str(path)
 
 
 def one_start(emulator_url: str, config_path: str, plan: dict[int, int]) -> dict[str, Any]:
@@ -77,11 +60,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "config_ab.json"))
     args = parser.parse_args()
     serve_env = apply(args.haproxy, args.throughput_optimized)  # before Ray starts
-    plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
+    plan = parse_plan(args.requests_per_conc)
     changes = {"a": json.loads(args.a), "b": json.loads(args.b)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     paths = {
-        name: config_file(change, RESULTS / f"config_ab_{name}.yaml") for name, change in changes.items()
+        name: config_with(change, RESULTS / f"config_ab_{name}.yaml") for name, change in changes.items()
     }
 
     starts: list[dict[str, Any]] = []

@@ -9,8 +9,34 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import yaml
+
+from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.emulator.server import free_port, wait_healthy
+
+
+def parse_plan(text: str) -> dict[int, int]:
+    """``"1:150,16:600"`` -> {concurrency: requests}."""
+    return {int(c): int(n) for c, n in (item.split(":") for item in text.split(","))}
+
+
+def config_with(change: dict[str, Any], path: Path) -> str:
+    """The default configuration with ``change`` merged into its ``deployments`` section, one level
+    deep (``{"classifier": {...}}`` updates the classifier's options), written to ``path`` and
+    checked on load: an unknown or invalid field fails here, before any clock starts."""
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    section = data["deployments"]
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(section.get(key), dict):
+            section[key] = {**section[key], **value}
+        else:
+            section[key] = value
+    path.write_text(yaml.safe_dump(data))
+    load_config(str(path))
+    return str(path)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.harness import local_router
+from benchmarks.harness import local_router, parse_plan
 from benchmarks.report import pyplot, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--out", default=str(RESULTS / "overhead.json"))
     args = parser.parse_args()
-    plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
+    plan = parse_plan(args.requests_per_conc)
 
     with local_router(latency_scale=0.0) as (router, emu_url):
         router_url = f"{router}/v1/chat/completions"

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks.harness import emulator, graph
+from benchmarks.harness import config_with, emulator, graph, parse_plan
 from benchmarks.overhead import closed_loop, percentile
 from benchmarks.report import pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH, load_config
@@ -116,14 +116,13 @@ def litellm_proxy(emulator_url: str, workdir: Path) -> Iterator[str]:
 def fusion_config(
     workdir: Path, placement: str | None, providers_in_ingress: bool, providers_when_idle: bool = False
 ) -> str:
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    change: dict[str, Any] = {
+        "api_providers_in_ingress": providers_in_ingress,
+        "api_providers_when_idle": providers_when_idle,
+    }
     if placement is not None:
-        data["deployments"]["classifier"]["placement"] = placement
-    data["deployments"]["api_providers_in_ingress"] = providers_in_ingress
-    data["deployments"]["api_providers_when_idle"] = providers_when_idle
-    path = workdir / "fusion_config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+        change["classifier"] = {"placement": placement}
+    return config_with(change, workdir / "fusion_config.yaml")
 
 
 def measure(
@@ -173,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     serve_env = apply(args.haproxy, args.throughput_optimized)  # before Ray starts
     out = Path(args.out)
-    plan = {int(c): int(n) for c, n in (item.split(":") for item in args.requests_per_conc.split(","))}
+    plan = parse_plan(args.requests_per_conc)
     RESULTS.mkdir(parents=True, exist_ok=True)
     litellm_bin()  # install before any clock starts
 

@@ -49,10 +49,11 @@ class Ingress:
             self._local_classifier = load_classifier(config.deployments.classifier.engine)
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
-        # providers whose adapters run here (deployments.api_providers_in_ingress): no Ray hop
+        # providers whose adapters run here, no Ray hop: always (api_providers_in_ingress) or while
+        # this replica serves no other request (api_providers_when_idle)
         d = config.deployments
         self._cores = {name: ProviderCore(name, config) for name in d.ingress_adapters(config)}
-        self._always_here = set(d.in_ingress(config))  # the rest only while this replica is idle
+        self._always_here = set(d.in_ingress(config))
         self.health = HealthRegistry(config.health)
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
         self._board = board

@@ -1,4 +1,4 @@
-"""The A/B script's configuration merge: one level into ``deployments``, checked on load."""
+"""The benchmarks' configuration merge (benchmarks/harness.py: config_with), checked on load."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.config_ab import config_file
+from benchmarks.harness import config_with
 from serve_app.config import ConfigError, load_config
 
 
 def test_changes_merge_into_deployments_one_level_deep(tmp_path: Path) -> None:
     change = {"classifier": {"placement": "deployment"}, "api_providers_when_idle": True}
-    config = load_config(config_file(change, tmp_path / "a.yaml"))
+    config = load_config(config_with(change, tmp_path / "a.yaml"))
     assert config.deployments.classifier.placement == "deployment"
     assert config.deployments.classifier.max_batch_size == 32  # the rest of the section stays
     assert config.deployments.api_providers_when_idle is True
@@ -20,4 +20,4 @@ def test_changes_merge_into_deployments_one_level_deep(tmp_path: Path) -> None:
 
 def test_an_unknown_field_fails_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="placemnt"):
-        config_file({"classifier": {"placemnt": "ingress"}}, tmp_path / "b.yaml")
+        config_with({"classifier": {"placemnt": "ingress"}}, tmp_path / "b.yaml")
