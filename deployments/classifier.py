@@ -10,14 +10,16 @@ from predictors.classification import Classification, TaskClassifier
 from serve_app.config import ClassifierOptions
 
 
-def load_classifier(engine: str) -> TaskClassifier:
+def load_classifier(engine: str, threads: int = 1) -> TaskClassifier:
+    """``threads``: ONNX Runtime's intra-op threads for one MiniLM pass (the embedding engine)."""
     if engine == "keyword":
         from predictors.keyword_classifier import KeywordClassifier
 
         return KeywordClassifier()
+    from predictors.embedding import MiniLMEmbedder
     from predictors.task_classifier import EmbeddingClassifier
 
-    return EmbeddingClassifier()
+    return EmbeddingClassifier(embedder=MiniLMEmbedder(threads=threads))
 
 
 class BatchWait:

@@ -374,6 +374,18 @@ class ClassifierOptions(DeploymentOptions):
         description="wait only after a batch that had company: a prompt arriving at an idle "
         "replica is classified at once (deployments/classifier.py: BatchWait)",
     )
+    ingress_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="ONNX Runtime threads for a prompt classified inside the ingress; unset: 2 "
+        "with placement adaptive (only a request that has the replica to itself is classified "
+        "there, so a second core is idle), 1 with placement ingress (every request, under load)",
+    )
+
+    def threads_in_ingress(self) -> int:
+        if self.ingress_threads is not None:
+            return self.ingress_threads
+        return 2 if self.placement == "adaptive" else 1
 
 
 class DeploymentsConfig(_Strict):

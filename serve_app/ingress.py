@@ -46,7 +46,8 @@ class Ingress:
         if config.deployments.classifier.placement != "deployment":  # ingress, or adaptive
             from deployments.classifier import load_classifier
 
-            self._local_classifier = load_classifier(config.deployments.classifier.engine)
+            options = config.deployments.classifier
+            self._local_classifier = load_classifier(options.engine, options.threads_in_ingress())
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
         # providers whose adapters run here, no Ray hop: always (api_providers_in_ingress) or while

@@ -1,4 +1,5 @@
-"""The classifier deployment's batching wait (deployments/classifier.py: BatchWait), without Ray."""
+"""The classifier deployment's batching wait (deployments/classifier.py: BatchWait) and how a classifier is
+loaded, without Ray."""
 
 from __future__ import annotations
 
@@ -30,3 +31,23 @@ def test_options_default_to_adaptive_and_check_the_wait() -> None:
         ClassifierOptions(batch_wait_timeout_s=-1)
     with pytest.raises(ValueError):
         ClassifierOptions.model_validate({"adaptive_batch_wait": True, "batch_wait": 1})
+
+
+def test_ingress_threads_follow_the_placement_unless_set() -> None:
+    assert ClassifierOptions().threads_in_ingress() == 2  # adaptive: only a lone request runs there
+    assert ClassifierOptions(placement="ingress").threads_in_ingress() == 1  # every request, under load
+    assert ClassifierOptions(placement="ingress", ingress_threads=3).threads_in_ingress() == 3
+    with pytest.raises(ValueError):
+        ClassifierOptions(ingress_threads=0)
+
+
+def test_a_two_thread_classifier_gives_the_same_answer() -> None:
+    from deployments.classifier import load_classifier
+
+    one, two = load_classifier("embedding", threads=1), load_classifier("embedding", threads=2)
+    assert two._embedder._session.get_session_options().intra_op_num_threads == 2  # type: ignore[attr-defined]
+    prompt = "Write a python function to reverse a string."
+    [a], [b] = one.classify_many([prompt]), two.classify_many([prompt])
+    assert a.task_type == b.task_type == "coding"
+    assert b.complexity == pytest.approx(a.complexity, abs=1e-3)
+    assert b.quality == pytest.approx(a.quality, abs=1e-3)
