@@ -8,9 +8,11 @@ twice: with Serve's Python proxy, then with its HAProxy ingress and throughput-o
 each one's latency with the timings the router reports (``fusion.timings_ms``):
 
 - classifier: the classifier call (``classify_ms``), split into the model's own inference
-  (measured in this process on the same prompt) and the rest (the Ray handle hop);
+  (measured in this process on the same prompt, on the ingress's thread count) and the rest (the
+  Ray handle hop, or nearly nothing where the idle ingress classifies the prompt itself);
 - provider: the winning provider call (``provider_ms``), split into the emulator's HTTP answer
-  (measured directly) and the rest (the Ray hop, the SDK);
+  (measured directly) and the rest (the SDK, and the Ray hop unless the idle ingress calls the SDK
+  itself: ``api_providers_when_idle``);
 - in the ingress: the rest of the handler (``handler_ms`` minus the two calls: body, validation,
   auth, routing, accounting);
 - outside the handler: the client's latency minus ``handler_ms`` (Serve's ingress, HTTP, the
@@ -47,15 +49,19 @@ STAGES = (
 
 
 def classifier_inference_ms(rounds: int = 200) -> float:
-    from predictors.task_classifier import EmbeddingClassifier
+    """The classifier's pass as the default graph runs it at concurrency 1: in the ingress
+    (placement adaptive), on the configured number of ONNX Runtime threads."""
+    from deployments.classifier import load_classifier
+    from serve_app.config import load_config
 
-    classifier = EmbeddingClassifier()
+    options = load_config(None).deployments.classifier
+    classifier = load_classifier(options.engine, options.threads_in_ingress())
     for _ in range(20):
-        classifier.classify(PROMPT)
+        classifier.classify_many([PROMPT])
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        classifier.classify(PROMPT)
+        classifier.classify_many([PROMPT])
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 

@@ -114,12 +114,12 @@ def litellm_proxy(emulator_url: str, workdir: Path) -> Iterator[str]:
 
 
 def fusion_config(
-    workdir: Path, placement: str | None, providers_in_ingress: bool, providers_when_idle: bool = False
+    workdir: Path, placement: str | None, providers_in_ingress: bool, providers_when_idle: bool | None = None
 ) -> str:
-    change: dict[str, Any] = {
-        "api_providers_in_ingress": providers_in_ingress,
-        "api_providers_when_idle": providers_when_idle,
-    }
+    """The default configuration with the benchmark's overrides; None keeps the config's own value."""
+    change: dict[str, Any] = {"api_providers_in_ingress": providers_in_ingress}
+    if providers_when_idle is not None:
+        change["api_providers_when_idle"] = providers_when_idle
     if placement is not None:
         change["classifier"] = {"placement": placement}
     return config_with(change, workdir / "fusion_config.yaml")
@@ -159,8 +159,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--api-providers-when-idle",
-        action="store_true",
-        help="Fusion's deployments.api_providers_when_idle (no provider hop while an ingress is idle)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Fusion's deployments.api_providers_when_idle (no provider hop while an ingress is "
+        "idle; default: the default config's)",
     )
     parser.add_argument(
         "--haproxy", action="store_true", help="Serve's HAProxy ingress (serve_app/serve_modes.py)"
@@ -206,13 +208,15 @@ def main() -> None:
     def pooled(kind: str, conc: int) -> list[float]:
         return [x for r in rounds for x in r[kind][conc]["lat"]]
 
+    defaults = load_config(str(DEFAULT_CONFIG_PATH)).deployments
     result: dict[str, Any] = {
         "litellm_version": LITELLM_VERSION,
         "rounds": args.rounds,
-        "fusion_classifier_placement": args.classifier_placement
-        or load_config(str(DEFAULT_CONFIG_PATH)).deployments.classifier.placement,
+        "fusion_classifier_placement": args.classifier_placement or defaults.classifier.placement,
         "fusion_api_providers_in_ingress": args.api_providers_in_ingress,
-        "fusion_api_providers_when_idle": args.api_providers_when_idle,
+        "fusion_api_providers_when_idle": defaults.api_providers_when_idle
+        if args.api_providers_when_idle is None
+        else args.api_providers_when_idle,
         "fusion_serve_environment": serve_env,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},

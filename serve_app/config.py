@@ -401,9 +401,10 @@ class DeploymentsConfig(_Strict):
         "deployments (one Ray hop less per call); the self-hosted Llama always has its deployment",
     )
     api_providers_when_idle: bool = Field(
-        default=False,
+        default=True,
         description="call the API providers' SDKs from an ingress replica while it serves no other "
-        "request (no Ray hop); their deployments still take every other call",
+        "request (no Ray hop); their deployments still take every other call. Those calls are in "
+        "the router's metrics and the demand forecast, not in Serve's per-deployment counters",
     )
 
     def in_ingress(self, config: FusionConfig) -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from benchmarks.vs_litellm import goal_check
+from benchmarks.vs_litellm import fusion_config, goal_check
+from serve_app.config import load_config
 
 
 def _row(fusion: tuple[float, float], litellm: tuple[float, float], errors: int = 0) -> dict[str, Any]:
@@ -45,3 +47,11 @@ def test_each_shortfall_is_named() -> None:
 def test_a_gateway_that_adds_nothing_measurable_has_no_ratio_and_misses() -> None:
     goal = goal_check(_result({"16": _row((5.0, 9.0), (0.0, 9.0))}, 300, 100))
     assert goal["overhead_ratio"]["16"]["p50"] is None and not goal["met"]
+
+
+def test_fusion_runs_the_default_config_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
+    default = load_config(fusion_config(tmp_path, None, False)).deployments
+    assert default.api_providers_when_idle is True and default.classifier.placement == "adaptive"
+    changed = load_config(fusion_config(tmp_path, "deployment", True, False)).deployments
+    assert changed.classifier.placement == "deployment"
+    assert changed.api_providers_in_ingress is True and changed.api_providers_when_idle is False
