@@ -55,7 +55,7 @@ def classifier_inference_ms(rounds: int = 200) -> float:
     from serve_app.config import load_config
 
     options = load_config(None).deployments.classifier
-    classifier = load_classifier(options.engine, options.threads_in_ingress())
+    classifier = load_classifier(options.engine, options.ingress_threads)
     for _ in range(20):
         classifier.classify_many([PROMPT])
     times = []

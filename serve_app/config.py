@@ -374,18 +374,14 @@ class ClassifierOptions(DeploymentOptions):
         description="wait only after a batch that had company: a prompt arriving at an idle "
         "replica is classified at once (deployments/classifier.py: BatchWait)",
     )
-    ingress_threads: int | None = Field(
-        default=None,
+    ingress_threads: int = Field(
+        default=1,
         ge=1,
-        description="ONNX Runtime threads for a prompt classified inside the ingress; unset: 2 "
-        "with placement adaptive (only a request that has the replica to itself is classified "
-        "there, so a second core is idle), 1 with placement ingress (every request, under load)",
+        description="ONNX Runtime threads for a prompt classified inside the ingress. 2 cut a short "
+        "prompt's pass from 2.9 to 1.7-2.0 ms, but ONNX Runtime's spare thread then spins for about "
+        "40 ms after every pass (a core's worth at 25 requests/s), and without spinning 2 threads "
+        "are no faster than 1 (benchmarks/README.md); for nodes with a core to spare",
     )
-
-    def threads_in_ingress(self) -> int:
-        if self.ingress_threads is not None:
-            return self.ingress_threads
-        return 2 if self.placement == "adaptive" else 1
 
 
 class DeploymentsConfig(_Strict):

@@ -47,7 +47,7 @@ class Ingress:
             from deployments.classifier import load_classifier
 
             options = config.deployments.classifier
-            self._local_classifier = load_classifier(options.engine, options.threads_in_ingress())
+            self._local_classifier = load_classifier(options.engine, options.ingress_threads)
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
         # providers whose adapters run here, no Ray hop: always (api_providers_in_ingress) or while

@@ -33,10 +33,9 @@ def test_options_default_to_adaptive_and_check_the_wait() -> None:
         ClassifierOptions.model_validate({"adaptive_batch_wait": True, "batch_wait": 1})
 
 
-def test_ingress_threads_follow_the_placement_unless_set() -> None:
-    assert ClassifierOptions().threads_in_ingress() == 2  # adaptive: only a lone request runs there
-    assert ClassifierOptions(placement="ingress").threads_in_ingress() == 1  # every request, under load
-    assert ClassifierOptions(placement="ingress", ingress_threads=3).threads_in_ingress() == 3
+def test_ingress_threads_default_to_one() -> None:
+    assert ClassifierOptions().ingress_threads == 1  # a second thread spins between passes
+    assert ClassifierOptions(ingress_threads=2).ingress_threads == 2
     with pytest.raises(ValueError):
         ClassifierOptions(ingress_threads=0)
 
