@@ -76,13 +76,21 @@ class ProviderCore:
 class ProviderDeployment:
     def __init__(self, provider: str, config: FusionConfig) -> None:
         self.core = ProviderCore(provider, config)
+        self.calls = 0
 
     async def complete(self, request: ProviderRequest) -> Completion | ProviderError:
+        self.calls += 1
         return await self.core.complete(request)
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | ProviderError]:
+        self.calls += 1
         async for item in self.core.stream(request):
             yield item
+
+    def call_count(self) -> int:
+        """Calls this replica has taken (observability and tests: with api_providers_when_idle an
+        idle ingress replica makes the call itself, and this count does not move)."""
+        return self.calls
 
     def check_health(self) -> None:
         """Serve's replica health check: the adapter exists (provider health is the router's concern)."""

@@ -241,3 +241,50 @@ def test_official_openai_client_tools_and_structured_output(router: str, emu: Em
         assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content
         parsed = client.chat.completions.parse(model=model, messages=asked, response_format=Film)
         assert parsed.choices[0].message.parsed == Film(title="example", year=1)
+
+
+def test_idle_ingress_calls_the_sdk_itself_when_the_shipped_default_is_on(
+    router: str, emu: EmulatorServer, tmp_path: Any
+) -> None:
+    """api_providers_when_idle (on in the shipped config; off in these tests' graph): a request that
+    finds its ingress replica idle is answered with no call to the provider deployment; overlapping
+    ones go through it. Redeploys the graph with the option on, then puts the tests' config back."""
+    import asyncio
+    import os
+
+    import yaml
+    from ray import serve
+
+    from serve_app.app import AppArgs, build_app
+
+    def deploy(path: str) -> None:
+        serve.run(build_app(AppArgs(config_path=path, emulator_url=emu.url)), name="fusion", route_prefix="/")
+
+    data = yaml.safe_load(open(os.environ["FUSION_TEST_CONFIG"]).read())
+    data["deployments"]["api_providers_when_idle"] = True
+    data["deployments"]["ingress"]["num_replicas"] = 1
+    changed = tmp_path / "when_idle.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    handle = serve.get_deployment_handle("Provider_openai", app_name="fusion")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+    try:
+        deploy(str(changed))
+        before = handle.call_count.remote().result()
+        for _ in range(3):
+            r = _post(router, body)
+            assert r.status_code == 200 and r.json()["fusion"]["model"] == "gpt-4o-mini", r.text
+        assert handle.call_count.remote().result() == before  # made in the ingress, no hop
+
+        httpx.put(f"{emu.url}/admin/profiles/gpt-4o-mini", json={"ttft_ms": 200, "tokens_per_s": 1000})
+        httpx.put(f"{emu.url}/admin/latency_scale", json={"scale": 1.0})
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                url = f"{router}/v1/chat/completions"
+                return list(await asyncio.gather(*(client.post(url, json=body) for _ in range(8))))
+
+        answers = asyncio.run(burst())
+        assert all(a.status_code == 200 and a.json()["fusion"]["fallbacks"] == [] for a in answers)
+        assert handle.call_count.remote().result() > before  # overlapping calls took the deployment
+    finally:
+        deploy(os.environ["FUSION_TEST_CONFIG"])
