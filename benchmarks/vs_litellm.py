@@ -38,7 +38,7 @@ import yaml
 from benchmarks.harness import config_with, emulator, graph, parse_plan
 from benchmarks.overhead import closed_loop, percentile
 from benchmarks.report import pyplot, write_result
-from serve_app.config import DEFAULT_CONFIG_PATH, load_config
+from serve_app.config import load_config
 from serve_app.emulator.server import free_port
 from serve_app.serve_modes import apply
 
@@ -202,21 +202,19 @@ def main() -> None:
             for conc in plan:
                 line = {k: round(percentile(v[conc]["lat"], 0.5), 1) for k, v in got.items()}
                 print(f"round {rnd + 1} c={conc} p50 ms {line}", flush=True)
+    ran = load_config(str(RESULTS / "fusion_config.yaml")).deployments  # what Fusion ran with
     (RESULTS / "litellm_config.yaml").unlink(missing_ok=True)
     (RESULTS / "fusion_config.yaml").unlink(missing_ok=True)
 
     def pooled(kind: str, conc: int) -> list[float]:
         return [x for r in rounds for x in r[kind][conc]["lat"]]
 
-    defaults = load_config(str(DEFAULT_CONFIG_PATH)).deployments
     result: dict[str, Any] = {
         "litellm_version": LITELLM_VERSION,
         "rounds": args.rounds,
-        "fusion_classifier_placement": args.classifier_placement or defaults.classifier.placement,
-        "fusion_api_providers_in_ingress": args.api_providers_in_ingress,
-        "fusion_api_providers_when_idle": defaults.api_providers_when_idle
-        if args.api_providers_when_idle is None
-        else args.api_providers_when_idle,
+        "fusion_classifier_placement": ran.classifier.placement,
+        "fusion_api_providers_in_ingress": ran.api_providers_in_ingress,
+        "fusion_api_providers_when_idle": ran.api_providers_when_idle,
         "fusion_serve_environment": serve_env,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},

@@ -29,6 +29,18 @@ def _post(router: str, body: Any) -> httpx.Response:
     return httpx.post(f"{router}/v1/chat/completions", json=body, timeout=30)
 
 
+def _burst(router: str, body: Any, n: int) -> list[httpx.Response]:
+    """``n`` copies of one request, all in flight at once."""
+    import asyncio
+
+    async def send() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            url = f"{router}/v1/chat/completions"
+            return list(await asyncio.gather(*(client.post(url, json=body) for _ in range(n))))
+
+    return asyncio.run(send())
+
+
 @pytest.mark.parametrize("task", list(PROMPTS))
 def test_routes_by_task_type(router: str, emu: EmulatorServer, task: str) -> None:
     text, model = PROMPTS[task]
@@ -179,7 +191,6 @@ def test_adaptive_placement_classifies_a_lone_request_in_the_ingress(router: str
     """placement: adaptive (the default): a request that finds the ingress idle is classified
     there (no batch at the deployment); overlapping ones go to the batched deployment, and every
     request is classified the same way either way."""
-    import asyncio
 
     from ray import serve
 
@@ -196,12 +207,7 @@ def test_adaptive_placement_classifies_a_lone_request_in_the_ingress(router: str
         assert r.status_code == 200 and r.headers["x-fusion-task-type"] == "coding"
     assert batched() == before
 
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            url = f"{router}/v1/chat/completions"
-            return list(await asyncio.gather(*(client.post(url, json=body) for _ in range(12))))
-
-    answers = asyncio.run(burst())
+    answers = _burst(router, body, 12)
     assert all(a.status_code == 200 and a.headers["x-fusion-model"] == model for a in answers)
     assert batched() > before
 
@@ -249,7 +255,6 @@ def test_idle_ingress_calls_the_sdk_itself_when_the_shipped_default_is_on(
     """api_providers_when_idle (on in the shipped config; off in these tests' graph): a request that
     finds its ingress replica idle is answered with no call to the provider deployment; overlapping
     ones go through it. Redeploys the graph with the option on, then puts the tests' config back."""
-    import asyncio
     import os
 
     import yaml
@@ -278,12 +283,7 @@ def test_idle_ingress_calls_the_sdk_itself_when_the_shipped_default_is_on(
         httpx.put(f"{emu.url}/admin/profiles/gpt-4o-mini", json={"ttft_ms": 200, "tokens_per_s": 1000})
         httpx.put(f"{emu.url}/admin/latency_scale", json={"scale": 1.0})
 
-        async def burst() -> list[httpx.Response]:
-            async with httpx.AsyncClient(timeout=30) as client:
-                url = f"{router}/v1/chat/completions"
-                return list(await asyncio.gather(*(client.post(url, json=body) for _ in range(8))))
-
-        answers = asyncio.run(burst())
+        answers = _burst(router, body, 8)
         assert all(a.status_code == 200 and a.json()["fusion"]["fallbacks"] == [] for a in answers)
         assert handle.call_count.remote().result() > before  # overlapping calls took the deployment
     finally:
