@@ -47,8 +47,20 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> LocalLlamaAdapter:
     return build_local_adapter("meta", cfg)
 
 
-async def _complete(adapter: LocalLlamaAdapter, prompt: str, max_tokens: int) -> tuple[str, int, int]:
-    request = ProviderRequest(model="llama", messages=[ChatMessage("user", prompt)], max_tokens=max_tokens)
+async def _complete(
+    adapter: LocalLlamaAdapter,
+    prompt: str,
+    max_tokens: int,
+    temperature: float | None = None,
+    seed: int | None = None,
+) -> tuple[str, int, int]:
+    request = ProviderRequest(
+        model="llama",
+        messages=[ChatMessage("user", prompt)],
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+    )
     text, usage = "", None
     async for delta in adapter.stream(request):
         text += delta.text or ""
@@ -61,13 +73,19 @@ async def _complete(adapter: LocalLlamaAdapter, prompt: str, max_tokens: int) ->
 def test_vllm_engine_streams_and_batches_with_usage(adapter: LocalLlamaAdapter) -> None:
     """One event loop, as in a replica: vLLM's output handler lives on the loop that first used it."""
 
-    async def main() -> tuple[dict[str, float], list[tuple[str, int, int]]]:
+    async def main() -> tuple[dict[str, float], list[tuple[str, int, int]], list[str], list[str]]:
         timing = await one(adapter, "hello", 16)  # the CPU benchmark's own measurement
         prompts = [("hi", 4), ("write a python function that reverses a list", 12)] * 4
         batch = await asyncio.gather(*(_complete(adapter, p, n) for p, n in prompts))
-        return timing, list(batch)
+        # the request's seed reaches SamplingParams: at temperature 1.5 on a random model a seeded
+        # request repeats its sample, inside one batch and in a later one
+        seeded = await asyncio.gather(*(_complete(adapter, "hello", 24, 1.5, seed=7) for _ in range(3)))
+        seeded.append(await _complete(adapter, "hello", 24, 1.5, seed=7))
+        # and an unseeded one draws afresh (24 tokens at 1.5: equal samples would mean a fixed seed)
+        unseeded = await asyncio.gather(*(_complete(adapter, "hello", 24, 1.5) for _ in range(3)))
+        return timing, list(batch), [r[0] for r in seeded], [r[0] for r in unseeded]
 
-    timing, results = asyncio.run(main())
+    timing, results, seeded, unseeded = asyncio.run(main())
     ttft, tokens, total = timing["ttft_s"], int(timing["tokens"]), timing["total_s"]
     load_s = getattr(adapter.engine, "load_s", float("nan"))
     print(f"vllm tiny llama: load {load_s:.1f}s, ttft {ttft * 1000:.1f} ms, {tokens} tokens, {total:.3f}s")
@@ -79,6 +97,8 @@ def test_vllm_engine_streams_and_batches_with_usage(adapter: LocalLlamaAdapter) 
     # temperature 0: the same prompt gives the same answer inside one batch
     assert len({r[0] for r in results[0::2]}) == 1
     assert len({r[0] for r in results[1::2]}) == 1
+    assert seeded[0] and len(set(seeded)) == 1, seeded
+    assert len(set(unseeded)) > 1, unseeded
 
 
 def test_vllm_engine_rejects_unknown_engine_args(tmp_path: Path) -> None:
