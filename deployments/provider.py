@@ -10,6 +10,7 @@ instead of wrapped in Ray's task errors.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -25,6 +26,20 @@ from serve_app.errors import ProviderError
 
 logger = logging.getLogger("ray.serve")
 
+# Where a core's calls go, per endpoint: (name, base URL, "live" | "emulated", key digest). Two cores
+# with equal summaries reach the same API with the same key; the digest (12 hex digits of the key's
+# SHA-256) tells keys apart without showing them.
+EndpointSummary = tuple[tuple[str, str, str, str], ...]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def describe(summary: EndpointSummary) -> str:
+    """A summary for a log line, without the key digests."""
+    return ", ".join(f"{url} ({mode})" for _, url, mode, _ in summary)
+
 
 class ProviderCore:
     """Plain-Python part: the adapter, and errors turned into values."""
@@ -37,10 +52,22 @@ class ProviderCore:
         if spec.local is not None:
             from deployments.providers.llama_engine import build_local_adapter
 
+            self.endpoints: EndpointSummary = (
+                (provider, spec.local.model, f"local:{spec.local.engine}", ""),
+            )
             self.adapter = build_local_adapter(provider, spec.local)
             logger.info("provider %s: self-hosted %s on %s", provider, spec.local.model, spec.local.engine)
             return
         endpoints = spec.endpoints(config.emulator_url(), os.environ)
+        self.endpoints = tuple(
+            (
+                name,
+                ep.base_url or "the SDK's default URL",
+                "emulated" if ep.emulated else "live",
+                _digest(ep.api_key),
+            )
+            for name, ep in endpoints
+        )
         endpoint = endpoints[0][1]
         if len(endpoints) == 1:
             self.adapter = make_adapter(provider, spec.kind, endpoint)
@@ -86,6 +113,11 @@ class ProviderDeployment:
         self.calls += 1
         async for item in self.core.stream(request):
             yield item
+
+    def endpoints(self) -> EndpointSummary:
+        """Where this replica's calls go: an ingress replica takes the idle shortcut for this
+        provider only while its own adapter reaches the same endpoints with the same key."""
+        return self.core.endpoints
 
     def call_count(self) -> int:
         """Calls this replica has taken (observability and tests: with api_providers_when_idle an

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -79,10 +79,12 @@ def create_api(
     reset_board: Callable[[], Awaitable[None]] | None = None,
     accountant: Accountant | None = None,
     metrics: Metrics | None = None,
+    idle_shortcut: Collection[str] | None = None,
 ) -> FastAPI:
     """The FastAPI application. ``provider_modes`` maps provider -> live, emulated or local:<engine>;
     ``reset_board`` also closes the circuits shared by all ingress replicas; without an
-    ``accountant`` there are no keys, budgets, stats economics or feedback."""
+    ``accountant`` there are no keys, budgets, stats economics or feedback; ``idle_shortcut``: the
+    providers this replica calls itself while idle (a live view, read by /healthz)."""
     metrics = metrics or Metrics(MemoryBackend())
     app = FastAPI(
         title="Fusion Router", version="0.1.0", description="OpenAI-compatible multi-provider LLM router"
@@ -126,7 +128,14 @@ def create_api(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "providers": provider_modes, "circuits": gateway.health.states()}
+        body: dict[str, Any] = {
+            "status": "ok",
+            "providers": provider_modes,
+            "circuits": gateway.health.states(),
+        }
+        if idle_shortcut is not None:
+            body["idle_shortcut"] = sorted(idle_shortcut)
+        return body
 
     @app.post("/v1/router/circuits/reset")
     async def reset_circuits() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from deployments.provider import ProviderCore
+from deployments.provider import EndpointSummary, ProviderCore, describe
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification, TaskClassifier
 from serve_app.accounting import Accountant, LedgerClient
@@ -27,6 +27,10 @@ from serve_app.in_flight import InFlight, InFlightCount
 from serve_app.metrics import Metrics, RayBackend
 
 logger = logging.getLogger("ray.serve")
+
+# How often an ingress replica asks each provider deployment where its calls go (the idle shortcut
+# stays off for a provider until they agree); until a deployment has answered once, every second.
+ENDPOINT_CHECK_S = 60.0
 
 
 @serve.deployment
@@ -55,6 +59,10 @@ class Ingress:
         d = config.deployments
         self._cores = {name: ProviderCore(name, config) for name in d.ingress_adapters(config)}
         self._always_here = set(d.in_ingress(config))
+        # the when-idle providers whose deployment reaches the same endpoints with the same key as
+        # this replica (a node without a provider's key would answer from the emulator)
+        self._agreed: set[str] = set()
+        self._verdicts: dict[str, EndpointSummary] = {}
         self.health = HealthRegistry(config.health)
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
         self._board = board
@@ -62,6 +70,7 @@ class Ingress:
         loop = asyncio.get_running_loop()
         self._sync_task = loop.create_task(self._sync_health())
         self._stats_task = loop.create_task(self._fetch_stats())
+        self._endpoints_task = loop.create_task(self._check_endpoints())
         self._ledger = _ActorLedger(serve.get_replica_context().app_name, config)
         self.accountant = Accountant(config, _as_client(self._ledger))
         await self._first_directory()
@@ -87,7 +96,13 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> Any:
         app = create_api(
-            self._config, self.gateway, self.modes, self._reset_board, self.accountant, self.metrics
+            self._config,
+            self.gateway,
+            self.modes,
+            self._reset_board,
+            self.accountant,
+            self.metrics,
+            idle_shortcut=self._agreed,
         )
         app.add_middleware(InFlight, counter=self._requests)
         return app
@@ -139,6 +154,46 @@ class Ingress:
                 self.gateway.reset()
                 self._epoch = epoch
             self.health.adopt(remote_open)
+
+    async def _check_endpoints(self) -> None:
+        while True:
+            pending = await self._check_endpoints_once()
+            await asyncio.sleep(1.0 if pending else ENDPOINT_CHECK_S)
+
+    async def _check_endpoints_once(self) -> bool:
+        """Ask each when-idle provider's deployment where its calls go and allow the idle shortcut
+        only where this replica's adapter agrees. True while a deployment has never answered."""
+        pending = False
+        for name, core in self._cores.items():
+            if name in self._always_here or name not in self._providers:
+                continue
+            try:
+                answer = await asyncio.wait_for(self._providers[name].endpoints.remote(), timeout=10)
+            except (RayError, TimeoutError) as exc:  # keep the last verdict
+                pending = pending or name not in self._verdicts
+                logger.info("provider %s: endpoint check failed (%s)", name, type(exc).__name__)
+                continue
+            theirs: EndpointSummary = tuple(tuple(e) for e in answer)  # lists, if serialized so
+            changed = self._verdicts.get(name) != theirs
+            self._verdicts[name] = theirs
+            if theirs == core.endpoints:
+                self._agreed.add(name)
+                if changed:
+                    logger.info("provider %s: idle calls made here (%s)", name, describe(theirs))
+                continue
+            self._agreed.discard(name)
+            if changed:
+                keys = " with another key" if describe(theirs) == describe(core.endpoints) else ""
+                logger.warning(
+                    "provider %s: this ingress replica would call %s%s, its deployment calls %s; every "
+                    "call goes through the deployment (set %s alike on every node)",
+                    name,
+                    describe(core.endpoints),
+                    keys,
+                    describe(theirs),
+                    self._config.providers[name].api_key_env,
+                )
+        return pending
 
     def _forecaster_actor(self) -> Any:
         """Find the application's DemandForecaster, or create it (this replica then owns it)."""
@@ -200,9 +255,12 @@ class Ingress:
     def _core(self, provider: str) -> ProviderCore | None:
         """This replica's adapter for ``provider`` when the call is made here (no Ray hop): always
         under api_providers_in_ingress, and under api_providers_when_idle while this replica serves
-        no other request; None: through the provider's deployment."""
+        no other request and the provider's deployment reaches the same endpoints with the same key
+        (``_check_endpoints``); None: through the provider's deployment."""
         core = self._cores.get(provider)
-        if core is None or provider in self._always_here or self._requests.alone():
+        if core is not None and provider in self._always_here:
+            return core
+        if core is not None and provider in self._agreed and self._requests.alone():
             return core
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -274,6 +275,13 @@ def test_idle_ingress_calls_the_sdk_itself_when_the_shipped_default_is_on(
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
     try:
         deploy(str(changed))
+        # the shortcut opens once the provider deployment has said it reaches the same endpoints
+        for _ in range(60):
+            shortcut = httpx.get(f"{router}/healthz").json()["idle_shortcut"]
+            if "openai" in shortcut:
+                break
+            time.sleep(0.5)
+        assert "openai" in shortcut
         before = handle.call_count.remote().result()
         for _ in range(3):
             r = _post(router, body)

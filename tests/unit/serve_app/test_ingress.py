@@ -3,6 +3,7 @@ api_providers_when_idle), without Ray."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -26,6 +27,9 @@ class _Ingress:
         d = config.deployments
         self._cores = {name: ProviderCore(name, config) for name in d.ingress_adapters(config)}
         self._always_here = set(d.in_ingress(config))
+        self._agreed: set[str] = set()
+        self._verdicts: dict[str, Any] = {}
+        self._config = config
         self._requests = InFlightCount()
         self._providers: dict[str, Any] = {}
         self._streams: dict[str, Any] = {}
@@ -36,6 +40,7 @@ class _Ingress:
     _complete = _plain.func_or_class._complete
     _stream = _plain.func_or_class._stream
     _count = _plain.func_or_class._count
+    _check_endpoints_once = _plain.func_or_class._check_endpoints_once
 
 
 def _ingress(config: FusionConfig, emu: EmulatorServer, option: str = "api_providers_in_ingress") -> Any:
@@ -67,29 +72,103 @@ async def test_provider_errors_are_raised_as_ours(config: FusionConfig, emu: Emu
     assert complete_error.value.status_code == stream_error.value.status_code == 503
 
 
+class _Method:
+    def __init__(self, remote: Any) -> None:
+        self.remote = remote
+
+
 class _Deployment:
-    """A provider deployment's handle that records the calls it is given."""
+    """A provider deployment's handle that records the calls it is given and says where its own
+    calls go (``answer``: its endpoint summary, or an exception to raise)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Any) -> None:
         self.calls = 0
-        self.complete = self
+        self.answer = answer
+        self.complete = _Method(self._complete)
+        self.endpoints = _Method(self._endpoints)
 
-    async def remote(self, request: ProviderRequest) -> str:
+    async def _complete(self, request: ProviderRequest) -> str:
         self.calls += 1
         return "through the deployment"
+
+    async def _endpoints(self) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return [list(e) for e in self.answer]  # as a serializer without tuples would return it
 
 
 async def test_when_idle_calls_go_here_only_while_the_replica_is_alone(
     config: FusionConfig, emu: EmulatorServer
 ) -> None:
     ingress = _ingress(config, emu, "api_providers_when_idle")
-    ingress._providers["openai"] = deployment = _Deployment()
+    ingress._providers["openai"] = deployment = _Deployment(ingress._cores["openai"].endpoints)
+    assert await ingress._check_endpoints_once() is False  # answered, and agrees
     ingress._requests.count = 1  # this request alone: the adapter here, no hop
     done = await ingress._complete("openai", REQUEST)
     assert done.usage.output_tokens == 5 and requests_seen(emu)["gpt-4.1"] == 1
     ingress._requests.count = 3  # others in flight: the provider's deployment takes it
     assert await ingress._complete("openai", REQUEST) == "through the deployment"
     assert deployment.calls == 1 and requests_seen(emu)["gpt-4.1"] == 1
+
+
+async def test_when_idle_waits_for_the_deployment_to_reach_the_same_endpoints(
+    config: FusionConfig,
+    emu: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An ingress on a node without OPENAI_API_KEY would answer from the emulator while the
+    provider's deployment calls the live API: lone requests then go through the deployment too."""
+    from deployments.provider import ProviderCore
+
+    ingress = _ingress(config, emu, "api_providers_when_idle")
+    ours = ingress._cores["openai"].endpoints
+    assert ours[0][2] == "emulated"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-on-the-provider-node")
+    live = ProviderCore("openai", emulated_config(config, emu.url)).endpoints
+    assert live[0][2] == "live" and "sk-on-the-provider-node" not in str(live)  # a digest, not the key
+    ingress._providers["openai"] = deployment = _Deployment(RuntimeError("not up yet"))
+    ingress._requests.count = 1
+
+    # before any answer: through the deployment; a deployment that fails to answer keeps it pending
+    assert await ingress._complete("openai", REQUEST) == "through the deployment"
+    from ray.exceptions import RayError
+
+    deployment.answer = RayError("replica starting")
+    assert await ingress._check_endpoints_once() is True
+    assert await ingress._complete("openai", REQUEST) == "through the deployment"
+
+    deployment.answer = live  # it calls the live API, this replica would call the emulator
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        assert await ingress._check_endpoints_once() is False
+    assert "every call goes through the deployment" in caplog.text and "OPENAI_API_KEY" in caplog.text
+    assert await ingress._complete("openai", REQUEST) == "through the deployment"
+
+    deployment.answer = ours  # the same endpoints with the same key: the shortcut opens
+    assert await ingress._check_endpoints_once() is False
+    done = await ingress._complete("openai", REQUEST)
+    assert done.usage.output_tokens == 5 and requests_seen(emu)["gpt-4.1"] == 1
+
+    deployment.answer = RayError("replica restarting")  # no answer: the last verdict stands
+    assert await ingress._check_endpoints_once() is False
+    assert "openai" in ingress._agreed
+
+    deployment.answer = live  # the deployment changed (redeployed with a key): closed again
+    assert await ingress._check_endpoints_once() is False
+    assert await ingress._complete("openai", REQUEST) == "through the deployment"
+    assert deployment.calls == 4 and requests_seen(emu)["gpt-4.1"] == 1
+
+    # both live, with different keys (another account): not the same endpoints either
+    from deployments.provider import describe
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-on-the-ingress-node")
+    ingress._cores["openai"] = ProviderCore("openai", emulated_config(config, emu.url))
+    assert describe(ingress._cores["openai"].endpoints) == describe(live)
+    caplog.clear()
+    ingress._verdicts.clear()
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        assert await ingress._check_endpoints_once() is False
+    assert "openai" not in ingress._agreed and "with another key" in caplog.text
 
 
 async def test_in_ingress_calls_go_here_whatever_the_load(config: FusionConfig, emu: EmulatorServer) -> None:
