@@ -135,6 +135,10 @@ class Accountant:
             raise AuthenticationError("Incorrect API key provided (unknown or revoked).")
         return record
 
+    @property
+    def admin_enabled(self) -> bool:
+        return self._admin_key is not None
+
     def check_admin(self, authorization: str | None, x_api_key: str | None = None) -> None:
         if self._admin_key is None:
             raise AuthenticationError(

@@ -26,6 +26,7 @@ from serve_app.config import FusionConfig
 from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
 from serve_app.keys import KeyRecord, Period
+from serve_app.openapi_doc import error_responses, json_body
 
 
 class Feedback(BaseModel):
@@ -40,6 +41,9 @@ class NewKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     budget_usd: float | None = Field(default=None, ge=0)
     period: Period | None = None
+
+
+BODIES: list[type[BaseModel]] = [Feedback, NewKey]  # the bodies these routes parse, for the OpenAPI document
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
@@ -72,7 +76,7 @@ def add_router_routes(
         acc.check_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
         return acc
 
-    @app.get("/v1/router/stats")
+    @app.get("/v1/router/stats", responses=error_responses(401))
     async def router_stats(request: Request) -> dict[str, Any]:
         caller(request)
         models: dict[str, dict[str, Any]] = {name: dict(s) for name, s in gateway.stats.items()}
@@ -85,7 +89,11 @@ def add_router_routes(
                 models[name].update(row)
         return {"object": "router.stats", "window_s": config.stats.window_s, "models": models}
 
-    @app.post("/v1/router/feedback")
+    @app.post(
+        "/v1/router/feedback",
+        responses=error_responses(400, 401, 404, 413),
+        openapi_extra=json_body(Feedback),
+    )
     async def feedback(request: Request) -> dict[str, Any]:
         key = caller(request)
         acc = ledger_required()
@@ -106,7 +114,12 @@ def add_router_routes(
             "score": given.score,
         }
 
-    @app.post("/v1/admin/keys", status_code=201)
+    @app.post(
+        "/v1/admin/keys",
+        status_code=201,
+        responses=error_responses(400, 401, 404, 413),
+        openapi_extra=json_body(NewKey),
+    )
     async def create_key(request: Request) -> JSONResponse:
         acc = admin(request)
         spec: NewKey = _parse(NewKey, await _json(request))
@@ -116,12 +129,12 @@ def add_router_routes(
         await acc.refresh()
         return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
 
-    @app.get("/v1/admin/keys")
+    @app.get("/v1/admin/keys", responses=error_responses(401, 404))
     async def list_keys(request: Request) -> dict[str, Any]:
         acc = admin(request)
         return {"object": "list", "data": [r.public() for r in await acc.ledger.list_keys()]}
 
-    @app.delete("/v1/admin/keys/{key_id}")
+    @app.delete("/v1/admin/keys/{key_id}", responses=error_responses(401, 404))
     async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
         acc = admin(request)
         record = await acc.ledger.revoke_key(key_id)
@@ -130,7 +143,7 @@ def add_router_routes(
         await acc.refresh()
         return {"object": "api_key", **record.public()}
 
-    @app.get("/v1/admin/budgets")
+    @app.get("/v1/admin/budgets", responses=error_responses(401, 404))
     async def budgets(request: Request) -> dict[str, Any]:
         acc = admin(request)
         return {"object": "list", "data": await acc.ledger.status()}

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.providers.base import StreamDelta
 from serve_app.accounting import Accountant
-from serve_app.admin import add_router_routes
+from serve_app.admin import BODIES, add_router_routes
 from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import (
@@ -44,28 +44,12 @@ from serve_app.errors import (
 from serve_app.gateway import Gateway, StreamSession
 from serve_app.keys import KeyRecord
 from serve_app.metrics import MemoryBackend, Metrics
+from serve_app.openapi_doc import allowed_methods, document_schemas, error_responses, json_body
 from serve_app.route_info import RouteInfo
 from serve_app.routing import POLICIES
 from serve_app.schemas import ChatCompletionRequest, chunk_body, completion_body, parse_request, usage_body
 
 logger = logging.getLogger("fusion_router")
-
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
-        "description": text,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    for code, text in {
-        400: "invalid request (bad JSON, missing or mistyped field, unsupported parameter)",
-        401: "invalid API key",
-        404: "unknown model",
-        413: "request body over the configured limit",
-        429: "rate limited, or a budget is exhausted (code insufficient_quota)",
-        502: "no provider could serve the request",
-        503: "every candidate provider is unavailable or overloaded",
-        504: "every candidate provider timed out",
-    }.items()
-}
 
 
 def error_response(exc: FusionError) -> JSONResponse:
@@ -101,9 +85,11 @@ def create_api(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 405:
-            return error_response(
+            response = error_response(
                 MethodNotAllowedError(f"Method {request.method} is not allowed on {request.url.path}.")
             )
+            response.headers["allow"] = ", ".join(allowed_methods(app, request.scope))  # RFC 9110
+            return response
         if exc.status_code == 404:
             return error_response(NotFoundError(f"No route for {request.method} {request.url.path}."))
         err = InvalidRequestError(str(exc.detail))
@@ -137,9 +123,12 @@ def create_api(
             body["idle_shortcut"] = sorted(idle_shortcut)
         return body
 
-    @app.post("/v1/router/circuits/reset")
-    async def reset_circuits() -> dict[str, Any]:
-        """Close every circuit breaker and refill the hedge budget (after an incident is over)."""
+    @app.post("/v1/router/circuits/reset", responses=error_responses(401))
+    async def reset_circuits(request: Request) -> dict[str, Any]:
+        """Close every circuit breaker and refill the hedge budget (after an incident is over). An
+        operator's action: it needs the admin key wherever one is set."""
+        if accountant is not None and accountant.admin_enabled:
+            accountant.check_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
         gateway.reset()
         if reset_board is not None:
             await reset_board()
@@ -164,7 +153,7 @@ def create_api(
 
     add_router_routes(app, config, gateway, accountant, caller)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=error_responses(401))
     async def list_models(request: Request) -> dict[str, Any]:
         caller(request)
         created = 1_700_000_000
@@ -179,15 +168,14 @@ def create_api(
 
     @app.post(
         "/v1/chat/completions",
-        responses=_ERROR_RESPONSES,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
-                },
-            }
+        responses={
+            200: {
+                "description": "the completion; with stream: true, server-sent chunks ending with [DONE]",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **error_responses(400, 401, 404, 413, 429, 502, 503, 504),
         },
+        openapi_extra=json_body(ChatCompletionRequest),
     )
     async def chat_completions(request: Request) -> Response:
         arrived = time.monotonic()
@@ -235,7 +223,7 @@ def create_api(
         )
         return JSONResponse(payload, headers=info.headers())
 
-    _document_schemas(app)
+    document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=[*POLICIES, *config.models])
     return app
 
 
@@ -306,38 +294,3 @@ async def _sse(
     finally:
         await session.aclose()  # charges what a stream left early produced
         done(status)
-
-
-def _document_schemas(app: FastAPI) -> None:
-    """Put the request and error schemas into the OpenAPI document (the body is parsed by hand)."""
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, sub in request_schema.pop("$defs", {}).items():
-            components[name] = sub
-        components["ChatCompletionRequest"] = request_schema
-        components["Error"] = {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["message", "type"],
-                    "properties": {
-                        "message": {"type": "string"},
-                        "type": {"type": "string"},
-                        "param": {"type": ["string", "null"]},
-                        "code": {"type": ["string", "null"]},
-                    },
-                }
-            },
-        }
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

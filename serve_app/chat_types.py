@@ -48,7 +48,49 @@ class ToolCallIn(_Strict):
     function: FunctionCall
 
 
+def _schema_by_role(schema: dict[str, Any]) -> None:
+    """Message's JSON schema, one variant per role, stating what ``_shape`` checks: the OpenAPI
+    document (and the fuzz test that reads it) then describes which messages are valid."""
+    props = schema["properties"]
+    string, parts, _ = props["content"]["anyOf"]
+    text_part = parts["items"]["oneOf"][0]  # the TextPart reference, in the caller's ref template
+    texts = {"anyOf": [string, {"type": "array", "items": text_part}]}
+    tool_calls = props["tool_calls"]["anyOf"][0]
+
+    def variant(roles: list[str], required: list[str], **fields: Any) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"role": {"type": "string", "enum": roles}, "name": props["name"], **fields},
+            "required": ["role", *required],
+        }
+
+    variants = [
+        variant(["system", "developer"], ["content"], content=texts),
+        variant(["user"], ["content"], content={"anyOf": [string, parts]}),
+        variant(["assistant"], ["content"], content=texts, tool_calls=tool_calls, refusal=props["refusal"]),
+        variant(
+            ["assistant"],
+            ["tool_calls"],
+            content={"anyOf": [*texts["anyOf"], {"type": "null"}]},
+            tool_calls={**tool_calls, "minItems": 1},
+            refusal=props["refusal"],
+        ),
+        variant(
+            ["tool"],
+            ["content", "tool_call_id"],
+            content=texts,
+            tool_call_id={"type": "string", "minLength": 1},
+        ),
+    ]
+    title = schema.get("title", "Message")
+    schema.clear()
+    schema.update({"title": title, "anyOf": variants})
+
+
 class Message(_Strict):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_schema_by_role)
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[Part] | None = None
     name: str | None = None

@@ -32,7 +32,7 @@ from serve_app.config import FusionConfig, TaskType
 from serve_app.errors import ModelNotFoundError
 
 POLICIES = ("auto", "auto:cost", "auto:quality")
-_NUMERIC = re.compile(r"^auto:(0(\.\d+)?|1(\.0+)?)$")
+AUTO_TARGET = re.compile(r"^auto:(0(\.\d+)?|1(\.0+)?)$")
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,11 @@ class RoutePlan:
 
 
 def is_routed(model: str) -> bool:
-    return model in POLICIES or _NUMERIC.match(model) is not None
+    return model in POLICIES or AUTO_TARGET.match(model) is not None
 
 
 def numeric_target(policy: str) -> float | None:
-    return float(policy[5:]) if _NUMERIC.match(policy) else None
+    return float(policy[5:]) if AUTO_TARGET.match(policy) else None
 
 
 def resolve_model(model: str, config: FusionConfig) -> str:

@@ -64,10 +64,24 @@ _IGNORED = (
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    # extra="allow" so that OpenAI parameters the router does not take yet get their own 400 message;
+    # any other argument is refused too (_refuse_unsupported), as the schema says
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"additionalProperties": False})
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[
+        list[Message],
+        Field(
+            min_length=1,
+            json_schema_extra={
+                "contains": {
+                    "type": "object",
+                    "properties": {"role": {"const": "user"}},
+                    "required": ["role"],
+                }
+            },
+        ),
+    ]
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None

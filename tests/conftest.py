@@ -61,6 +61,12 @@ def requests_seen(emulator: EmulatorServer) -> dict[str, int]:
     return counts
 
 
+def sampling_seen(emulator: EmulatorServer, model: str) -> dict[str, float]:
+    """The temperature / top_p of the last request the emulator took for ``model``."""
+    seen: dict[str, float] = httpx.get(f"{emulator.url}/admin/stats").json()["sampling"][model]
+    return seen
+
+
 class Clock:
     """A clock the test moves by hand: pass it where code takes a ``clock`` callable."""
 

@@ -65,10 +65,15 @@ class AnthropicAdapter:
         system = wire.system_param(request, self._prompt_caching)
         if system:
             params["system"] = system
+        # The SDK (1.0 and later) dropped its sampling keywords; the API still takes them on the
+        # models that allow sampling, so they go in the body as they are on the wire.
+        sampling: dict[str, float] = {}
         if request.temperature is not None:
-            params["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is [0, 1]
+            sampling["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is [0, 1]
         if request.top_p is not None:
-            params["top_p"] = request.top_p
+            sampling["top_p"] = request.top_p
+        if sampling:
+            params["extra_body"] = sampling
         if request.stop:
             params["stop_sequences"] = request.stop
         return params

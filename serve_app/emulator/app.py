@@ -9,7 +9,7 @@ GET/PUT/DELETE /admin/faults[/{model}]                   fault injection (FaultS
 PUT  /admin/profiles/{model}                             latency profile (LatencyProfile)
 DELETE /admin/profiles                                   every profile back to the start-up ones
 PUT  /admin/latency_scale                                {"scale": 0.0 .. } multiplies every delay
-GET/DELETE /admin/stats                                  requests seen per model
+GET/DELETE /admin/stats                                  requests seen, and the last sampling, per model
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class EmulatorState:
         self.profiles: dict[str, LatencyProfile] = dict(self.initial_profiles)
         self.latency_scale = latency_scale
         self.requests: Counter[str] = Counter()
+        self.sampling: dict[str, dict[str, float]] = {}  # the last request's temperature / top_p, per model
         self.prompt_cache = PromptCache()
 
     def profile(self, model: str) -> LatencyProfile:
@@ -77,6 +78,7 @@ async def _handle(
         return JSONResponse(proto.error_body(400, str(exc)), status_code=400)
 
     state.requests[parsed.model] += 1
+    state.sampling[parsed.model] = parsed.sampling
     profile = state.profile(parsed.model)
     answer = compose_answer(
         parsed.model, parsed.prompt_text, profile=profile, max_tokens=parsed.max_tokens, stop=parsed.stop
@@ -221,7 +223,8 @@ async def stats(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     if request.method == "DELETE":
         state.requests.clear()
-    return JSONResponse({"requests": dict(state.requests)})
+        state.sampling.clear()
+    return JSONResponse({"requests": dict(state.requests), "sampling": state.sampling})
 
 
 ASGIApp = Callable[

@@ -29,8 +29,10 @@ class Parsed:
         cache_prefix: str | None = None,
         explicit_cache: bool = False,
         tools: ToolRequest | None = None,
+        sampling: dict[str, float] | None = None,
     ) -> None:
         self.model = model
+        self.sampling = sampling or {}  # temperature / top_p as the request sent them
         self.prompt_text = prompt_text
         self.stream = stream
         self.max_tokens = max_tokens
@@ -92,6 +94,20 @@ def _stop_list(raw: Any) -> list[str] | None:
     raise BadRequest("stop must be a string or a list of strings")
 
 
+def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """The sampling parameters present in ``source`` ({our name: (wire name, upper bound)}), checked
+    against the provider's ranges the way its API checks them (400 outside)."""
+    found: dict[str, float] = {}
+    for ours, (wire, high) in limits.items():
+        raw = source.get(wire)
+        if raw is None:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= high:
+            raise BadRequest(f"{wire}: must be a number between 0 and {high:g}")
+        found[ours] = float(raw)
+    return found
+
+
 def _int_or_none(raw: Any, name: str) -> int | None:
     if raw is None:
         return None
@@ -129,6 +145,7 @@ class OpenAIProtocol:
             include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
             cache_prefix="\n".join(texts[:-1]) or None,
             tools=tools,
+            sampling=_sampling(body, {"temperature": ("temperature", 2.0), "top_p": ("top_p", 1.0)}),
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -252,6 +269,7 @@ class AnthropicProtocol:
             cache_prefix=prefix,
             explicit_cache=True,
             tools=tools,
+            sampling=_sampling(body, {"temperature": ("temperature", 1.0), "top_p": ("top_p", 1.0)}),
         )
 
     @staticmethod
@@ -400,6 +418,7 @@ class GeminiProtocol:
             stop=stop,
             cache_prefix="\n".join(texts[:-1]) or None,
             tools=tools,
+            sampling=_sampling(config, {"temperature": ("temperature", 2.0), "top_p": ("topP", 1.0)}),
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:

@@ -116,6 +116,15 @@ async def test_admin_routes_need_the_admin_key(router: Router) -> None:
     _error(bad, 400, None)
 
 
+async def test_circuit_reset_needs_the_admin_key_once_one_is_set(router: Router) -> None:
+    """Closing every circuit is an operator's action: a client key is not enough."""
+    client = (await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "n"})).json()["key"]
+    for headers in ({}, {"authorization": f"Bearer {client}"}):
+        _error(await router.client.post("/v1/router/circuits/reset", headers=headers), 401, "invalid_api_key")
+    done = await router.admin("POST", "/v1/router/circuits/reset")
+    assert done.status_code == 200 and done.json()["status"] == "ok"
+
+
 async def test_keys_never_reach_logs(router: Router, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     key = (await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "n"})).json()["key"]

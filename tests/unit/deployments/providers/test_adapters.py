@@ -25,7 +25,7 @@ from serve_app.errors import (
     ProviderStreamError,
     ProviderTimeoutError,
 )
-from tests.conftest import requests_seen, set_fault
+from tests.conftest import requests_seen, sampling_seen, set_fault
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,20 @@ async def test_stop_sequence_ends_answer(emu: EmulatorServer, case: Case) -> Non
     stop_word = full.text.split()[3]
     stopped = await adapter.complete(_request(case, stop=[stop_word]))
     assert stop_word not in stopped.text and stopped.finish_reason == "stop"
+    await adapter.aclose()
+
+
+async def test_sampling_parameters_reach_the_wire(emu: EmulatorServer, case: Case) -> None:
+    """temperature and top_p arrive in the provider's own fields, complete and stream alike (the
+    anthropic SDK 1.0+ has no keywords for them: the adapter puts them in the body); Anthropic's
+    temperature is capped at its maximum, 1."""
+    adapter = _adapter(emu.url, case)
+    sent = {"temperature": 1.5, "top_p": 0.25}
+    expected = {"temperature": 1.0 if case.kind == "anthropic" else 1.5, "top_p": 0.25}
+    await adapter.complete(_request(case, **sent))
+    assert sampling_seen(emu, case.model) == expected
+    await _drain(adapter.stream(_request(case, temperature=0.0)))
+    assert sampling_seen(emu, case.model) == {"temperature": 0.0}
     await adapter.aclose()
 
 
