@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -30,10 +31,43 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# A \u escape of a UTF-16 surrogate (D800-DFFF): only where one occurs can a lone one hide
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """A string anywhere in ``value`` that holds half of a UTF-16 pair (no provider can encode it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
 def decode_json(body: bytes) -> Any:
+    """The JSON value of ``body``; strict JSON: NaN, Infinity and lone surrogates are refused (400)
+    here rather than failing at every provider later."""
     if not body.strip():
         raise InvalidRequestError("The request body is empty; send a JSON object.")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        value = json.loads(body, parse_constant=_not_json)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.") from None
+    if _SURROGATE_ESCAPE.search(body) and _lone_surrogate(value):
+        raise InvalidRequestError(
+            "The request body is not valid JSON: a \\u escape leaves half of a UTF-16 surrogate "
+            "pair, which is not a character."
+        )
+    return value

@@ -38,6 +38,10 @@ def _assert_envelope(r: httpx.Response, status: int) -> dict[str, object]:
     ("content", "status", "fragment"),
     [
         (b"{not json", 400, "not valid JSON"),
+        (b'{"model": "auto", "temperature": NaN}', 400, "NaN is not a JSON value"),
+        (b'{"model": "auto", "max_tokens": Infinity}', 400, "Infinity is not a JSON value"),
+        (b'{"model": "auto", "messages": [{"role": "user", "content": "a \\ud83d b"}]}', 400, "surrogate"),
+        (b"[" * 200_000 + b"]" * 200_000, 400, "nested too deeply"),
         (b"", 400, "empty"),
         (b"[1, 2]", 400, "JSON object"),
         (b'{"model": "auto"}', 400, "messages: Field required"),
