@@ -49,6 +49,20 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
+# One server-sent event of a streamed answer (each event, as OpenAPI 3.2's itemSchema puts it)
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "a chat.completion.chunk as JSON; an {error} object if the stream broke "
+            "after it started; [DONE] last",
+        },
+        "event": {"type": "string"},
+    },
+}
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],

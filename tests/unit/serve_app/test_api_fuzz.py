@@ -143,3 +143,16 @@ def test_other_methods_get_405_with_the_allowed_ones(router: str) -> None:
             assert r.json()["error"]["code"] == "method_not_allowed"
             allowed = set(r.headers["allow"].split(", "))
             assert allowed - {"HEAD"} == documented, (method, path, r.headers["allow"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_plain_answer_matches_the_document(router: str, stream: bool) -> None:
+    """The common case, not left to chance: a streamed answer is server-sent events as documented."""
+    operation = schemathesis.openapi.from_url(f"{router}/openapi.json")["/v1/chat/completions"]["POST"]
+    body: Any = {"model": "auto", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    case = operation.Case(body=body, media_type="application/json")
+    response = case.call_and_validate(headers=_CLIENT)
+    assert response.status_code == 200
+    assert response.headers["content-type"][0].startswith(
+        "text/event-stream" if stream else "application/json"
+    )
