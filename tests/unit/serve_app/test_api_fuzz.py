@@ -16,12 +16,8 @@ import httpx
 import pytest
 import schemathesis
 import uvicorn
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis.checks import positive_data_acceptance
-from schemathesis.core.result import Ok
-from schemathesis.generation import GenerationMode
 
+from benchmarks.bad_input import Tally, probe
 from serve_app.accounting import Accountant, LocalLedgerClient
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
@@ -33,10 +29,6 @@ from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
 ADMIN = "admin-key-for-the-fuzz-test"
 _ADMIN = {"authorization": f"Bearer {ADMIN}"}
 _CLIENT: dict[str, str] = {}  # the client key the router fixture creates
-
-# Schema-valid requests the router may still refuse with a documented 4xx: rules across fields that
-# the JSON schema does not state (a 'tool' message needs tool_call_id; a key budget needs a period).
-EXCLUDED = [positive_data_acceptance]
 
 
 class _Router:
@@ -85,64 +77,25 @@ def router(
         yield url
 
 
-def _operations(url: str) -> list[Any]:
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
-    operations = []
-    for result in schema.get_all_operations():
-        assert isinstance(result, Ok), result  # a route the document describes wrongly fails here
-        operations.append(result.ok())
-    return operations
-
-
-def _fuzz(operation: Any, mode: GenerationMode, examples: int) -> None:
-    operator = operation.path.startswith("/v1/admin") or operation.path == "/v1/router/circuits/reset"
-    headers = _ADMIN if operator else _CLIENT
-
-    @given(case=operation.as_strategy(mode))
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def run(case: Any) -> None:
-        case.call_and_validate(headers=headers, excluded_checks=EXCLUDED)
-
-    run()
-
-
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-def test_every_answer_is_documented_and_never_a_500(router: str, mode: GenerationMode) -> None:
-    """Per route: 15 requests its schema allows (positive) or breaks (negative: wrong types, missing
-    fields, bad JSON values), each checked by schemathesis's default checks."""
-    operations = _operations(router)
-    failures, fuzzed = [], set()
-    for operation in operations:
-        try:
-            _fuzz(operation, mode, examples=15)
-            fuzzed.add(operation.label)
-        except Unsatisfiable:  # negative: a route with no body, query or free path part to break
-            continue
-        except Exception as exc:  # every route's failures, not only the first route's
-            failures.append(f"{operation.label}: {exc}")
-    assert not failures, "\n\n".join(failures)
-    assert fuzzed >= {"POST /v1/chat/completions", "POST /v1/admin/keys", "POST /v1/router/feedback"}
-
-
-def test_other_methods_get_405_with_the_allowed_ones(router: str) -> None:
-    """A method a path does not take: 405 in the error envelope, with ``Allow`` listing every
-    method of the path (a path can have several routes: GET and POST /v1/admin/keys)."""
-    schema = schemathesis.openapi.from_url(f"{router}/openapi.json").raw_schema
-    for path, item in schema["paths"].items():
-        documented = {m.upper() for m in item}
-        concrete = path.replace("{key_id}", "k1")
-        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"} - documented):
-            r = httpx.request(method, f"{router}{concrete}")
-            assert r.status_code == 405, (method, path, r.text)
-            assert r.json()["error"]["code"] == "method_not_allowed"
-            allowed = set(r.headers["allow"].split(", "))
-            assert allowed - {"HEAD"} == documented, (method, path, r.headers["allow"])
+def test_generated_requests_get_documented_answers(router: str, config: FusionConfig) -> None:
+    """Per route, 15 requests its schema allows (positive) and 15 it breaks (negative: wrong types,
+    missing fields, bodies that are not JSON), every method a path does not take, and bodies over
+    the limit; each answer checked by schemathesis's default checks (``benchmarks.bad_input.probe``,
+    which the benchmark runs with more examples against the full graph)."""
+    tally = Tally()
+    limit = config.server.max_body_bytes
+    routes, fuzzed = probe(router, _ADMIN, _CLIENT, examples=15, limit=limit, tally=tally)
+    failures = [f"{key}\n  {tally.examples[key]}" for key in tally.failures]
+    assert not failures, "\n".join(failures)
+    assert not [s for s in tally.statuses if s.startswith("5")], tally.statuses
+    assert routes == 10 and {
+        "positive POST /v1/chat/completions",
+        "negative POST /v1/chat/completions",
+        "negative POST /v1/admin/keys",
+        "negative POST /v1/router/feedback",
+    } <= set(fuzzed)
+    assert tally.by_route["positive POST /v1/chat/completions"]["200"] > 0  # some reach a provider
+    assert tally.statuses["405"] == 44 and tally.statuses["413"] == 2
 
 
 @pytest.mark.parametrize("stream", [False, True])
