@@ -104,6 +104,10 @@ class Message(_Strict):
             raise ValueError("a 'tool' message needs tool_call_id (the call it answers)")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("only an 'assistant' message can carry tool_calls")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("only a 'tool' message carries tool_call_id")
+        if self.refusal is not None and self.role != "assistant":
+            raise ValueError("only an 'assistant' message carries refusal")
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
         if self.role != "user" and isinstance(self.content, list):

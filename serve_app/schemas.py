@@ -103,6 +103,14 @@ class ChatCompletionRequest(BaseModel):
     def _has_user_turn(cls, messages: list[Message]) -> list[Message]:
         if not any(m.role == "user" for m in messages):
             raise ValueError("at least one message must have role 'user'")
+        called: set[str] = set()
+        for i, m in enumerate(messages):  # every provider refuses a result for a call never made
+            called.update(c.id for c in m.tool_calls or ())
+            if m.role == "tool" and m.tool_call_id not in called:
+                raise ValueError(
+                    f"message {i} answers tool_call_id '{m.tool_call_id}', which no earlier "
+                    "assistant message's tool_calls made"
+                )
         return messages
 
     @model_validator(mode="after")

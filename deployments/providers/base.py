@@ -9,6 +9,7 @@ imports its SDK. It turns a ``ProviderRequest`` into the SDK call, the SDK's ans
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -184,11 +185,20 @@ class ProviderAdapter(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _finite(text: str) -> float:
+    value = float(text)  # NaN, Infinity, -Infinity and 1e400 alike
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a JSON number a provider takes")
+    return value
+
+
 def parse_arguments(text: str) -> dict[str, Any]:
-    """A tool call's JSON arguments as an object (the Anthropic and Gemini APIs want objects)."""
+    """A tool call's JSON arguments as an object (the Anthropic and Gemini APIs want objects).
+    Text that is not strict JSON (NaN and infinities included: the SDKs refuse to send them) is
+    kept whole as ``{"_raw": text}``."""
     try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError:
+        value = json.loads(text or "{}", parse_float=_finite, parse_constant=_finite)
+    except ValueError:  # JSONDecodeError is one
         return {"_raw": text}
     return value if isinstance(value, dict) else {"value": value}
 

@@ -42,6 +42,17 @@ def _assert_envelope(r: httpx.Response, status: int) -> dict[str, object]:
         (b'{"model": "auto", "max_tokens": Infinity}', 400, "Infinity is not a JSON value"),
         (b'{"model": "auto", "messages": [{"role": "user", "content": "a \\ud83d b"}]}', 400, "surrogate"),
         (b"[" * 200_000 + b"]" * 200_000, 400, "nested too deeply"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"},'
+            b' {"role": "tool", "content": "42", "tool_call_id": "c9"}]}',
+            400,
+            "no earlier assistant",
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x", "tool_call_id": "c1"}]}',
+            400,
+            "only a 'tool' message carries tool_call_id",
+        ),
         (b"", 400, "empty"),
         (b"[1, 2]", 400, "JSON object"),
         (b'{"model": "auto"}', 400, "messages: Field required"),

@@ -28,6 +28,16 @@ def test_tool_calls_and_results_become_blocks_in_alternating_turns() -> None:
     assert results[0] == {"type": "tool_result", "tool_use_id": "call_1", "content": '{"temp": 21}'}
 
 
+def test_arguments_that_are_not_strict_json_are_kept_whole() -> None:
+    """NaN and infinities parse in Python but no SDK sends them (it raised ValueError): kept as text."""
+    from deployments.providers.base import parse_arguments
+
+    assert parse_arguments('{"x": 1.5, "y": [2e3]}') == {"x": 1.5, "y": [2000.0]}
+    for text in ("Infinity", '{"x": NaN}', "1e400", "(", "-Infinity"):
+        assert parse_arguments(text) == {"_raw": text}
+    assert parse_arguments("[1, 2]") == {"value": [1, 2]} and parse_arguments("") == {}
+
+
 def test_images_become_image_blocks() -> None:
     image_turn = ChatMessage(
         "user",
