@@ -15,7 +15,6 @@ GET/DELETE /admin/stats                                  requests seen, and the 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -26,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from serve_app.bodies import decode_json
 from serve_app.emulator.engine import (
     DEFAULT_PROFILES,
     FALLBACK_PROFILE,
@@ -36,6 +36,7 @@ from serve_app.emulator.engine import (
 )
 from serve_app.emulator.faults import FaultBook, FaultSpec
 from serve_app.emulator.protocols import ANTHROPIC, GEMINI, OPENAI, BadRequest, Parsed, WireProtocol
+from serve_app.errors import InvalidRequestError
 
 ABORT_KEY = "fusion.emulator.abort"
 
@@ -70,10 +71,10 @@ async def _handle(
 ) -> Response:
     state: EmulatorState = request.app.state.emulator
     try:
-        body = json.loads(await request.body())
+        body = decode_json(await request.body())  # strict, as the APIs are: no NaN, no lone surrogate
         parsed = proto.parse(body, model_from_path, stream_from_path)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return JSONResponse(proto.error_body(400, "request body is not valid JSON"), status_code=400)
+    except InvalidRequestError as exc:
+        return JSONResponse(proto.error_body(400, exc.message), status_code=400)
     except BadRequest as exc:
         return JSONResponse(proto.error_body(400, str(exc)), status_code=400)
 

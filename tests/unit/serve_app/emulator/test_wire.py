@@ -53,6 +53,30 @@ def test_anthropic_event_sequence(emu: EmulatorServer) -> None:
     assert delta["delta"]["stop_reason"] == "max_tokens" and delta["usage"]["output_tokens"] == 4
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/openai/v1/chat/completions",
+        "/anthropic/v1/messages",
+        "/google/v1beta/models/gemini-2.5-pro:generateContent",
+    ],
+)
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "half a pair \\ud83d"}]}',
+        b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["lone-surrogate", "nan", "deep"],
+)
+def test_strict_json_as_the_apis_are(emu: EmulatorServer, path: str, content: bytes) -> None:
+    """Bodies the real APIs refuse are 400s in each protocol's error shape, never a 500."""
+    r = httpx.post(emu.url + path, content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "error" in r.json()
+
+
 def test_anthropic_requires_max_tokens(emu: EmulatorServer) -> None:
     r = httpx.post(
         f"{emu.url}/anthropic/v1/messages",
