@@ -5,8 +5,10 @@
     GET  /v1/router/stats       per model: rolling latency, time to first token, error rate,
                                 availability, cost per request, quality score (from feedback)
     POST /v1/router/feedback    {"request_id", "score" in [0, 1]}: a client's score of an answer
-    GET  /healthz               liveness, and which providers are emulated
+    GET  /healthz               liveness, which providers are emulated, circuits, the idle shortcut
+    POST /v1/router/circuits/reset   close every circuit (the admin key, where one is set)
     /v1/admin/keys, /v1/admin/keys/{key_id}, /v1/admin/budgets: behind the admin key
+    GET  /openapi.json, /docs   the OpenAPI document (``serve_app/openapi_doc.py``)
 
 With keys in use (``serve_app/keys.py``) every /v1 route needs a valid client key; budgets are
 reserved and settled around each chat request (``serve_app/accounting.py``).
