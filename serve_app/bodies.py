@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError
 
@@ -23,11 +23,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLargeError(f"Request body is {size} bytes; the limit is {limit} bytes.")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer; refused like bad input, not an error
+        raise InvalidRequestError(
+            "The client closed the connection before the request body arrived.", code="client_disconnected"
+        ) from None
     return b"".join(chunks)
 
 

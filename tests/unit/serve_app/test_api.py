@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
@@ -147,3 +148,42 @@ async def test_openapi_documents_request_and_errors(client: httpx.AsyncClient) -
     op = spec["paths"]["/v1/chat/completions"]["post"]
     assert {"400", "404", "413", "502", "503", "504"} <= set(op["responses"])
     assert "ChatCompletionRequest" in spec["components"]["schemas"]
+
+
+async def test_a_client_gone_before_its_body_is_refused_quietly(
+    emu: EmulatorServer, config: FusionConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that disconnects while sending its body: refused as bad input (400
+    client_disconnected, counted as refused), not logged as the router's own error."""
+    cfg = emulated_config(config, emu.url)
+    app = create_api(cfg, inprocess_gateway(cfg), {})
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("router", 80),
+        "client": ("127.0.0.1", 5000),
+        "root_path": "",
+    }
+    sent: list[MutableMapping[str, Any]] = []
+    parts: list[MutableMapping[str, Any]] = [
+        {"type": "http.request", "body": b'{"model": "auto",', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> MutableMapping[str, Any]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 400 and json.loads(body)["error"]["code"] == "client_disconnected"
+    assert "unexpected error" not in caplog.text
