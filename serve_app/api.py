@@ -46,7 +46,14 @@ from serve_app.errors import (
 from serve_app.gateway import Gateway, StreamSession
 from serve_app.keys import KeyRecord
 from serve_app.metrics import MemoryBackend, Metrics
-from serve_app.openapi_doc import SSE_EVENT, allowed_methods, document_schemas, error_responses, json_body
+from serve_app.openapi_doc import (
+    CHAT_COMPLETION,
+    SSE_EVENT,
+    allowed_methods,
+    document_schemas,
+    error_responses,
+    json_body,
+)
 from serve_app.route_info import RouteInfo
 from serve_app.routing import POLICIES
 from serve_app.schemas import ChatCompletionRequest, chunk_body, completion_body, parse_request, usage_body
@@ -173,7 +180,10 @@ def create_api(
         responses={
             200: {
                 "description": "the completion; with stream: true, server-sent chunks ending with [DONE]",
-                "content": {"text/event-stream": {"schema": SSE_EVENT}},
+                "content": {
+                    "application/json": {"schema": CHAT_COMPLETION},
+                    "text/event-stream": {"schema": SSE_EVENT},
+                },
             },
             **error_responses(400, 401, 404, 413, 429, 502, 503, 504),
         },

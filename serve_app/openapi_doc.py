@@ -63,6 +63,71 @@ SSE_EVENT: dict[str, Any] = {
     },
 }
 
+_TOKENS = {"type": "integer", "minimum": 0}
+
+# A non-streamed answer (``serve_app.schemas.completion_body``): OpenAI's chat.completion, plus the
+# router's ``fusion`` object (what it did; README "Every response says what the router did")
+CHAT_COMPLETION: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices", "usage", "fusion"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^chatcmpl-"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string", "minLength": 1},
+        "choices": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["index", "message", "finish_reason"],
+                "properties": {
+                    "index": {"const": 0},
+                    "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter"]},
+                    "message": {
+                        "type": "object",
+                        "required": ["role", "content"],
+                        "properties": {
+                            "role": {"const": "assistant"},
+                            "content": {"type": ["string", "null"]},
+                            "tool_calls": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["id", "type", "function"],
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "type": {"const": "function"},
+                                        "function": {
+                                            "type": "object",
+                                            "required": ["name", "arguments"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "arguments": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "usage": {
+            "type": "object",
+            "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+            "properties": {"prompt_tokens": _TOKENS, "completion_tokens": _TOKENS, "total_tokens": _TOKENS},
+        },
+        "fusion": {
+            "type": "object",
+            "required": ["model", "provider", "policy", "request_id"],
+            "properties": {"model": {"type": "string"}, "provider": {"type": "string"}},
+        },
+    },
+}
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
