@@ -45,17 +45,21 @@ def _not_json(constant: str) -> Any:
 
 
 def _lone_surrogate(value: Any) -> bool:
-    """A string anywhere in ``value`` that holds half of a UTF-16 pair (no provider can encode it)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_lone_surrogate(v) for v in value)
+    """A string anywhere in ``value`` that holds half of a UTF-16 pair (no provider can encode it).
+    A walk with its own stack: as deep as the decoder allows, without Python's recursion limit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 

@@ -43,6 +43,7 @@ def _assert_envelope(r: httpx.Response, status: int) -> dict[str, object]:
         (b'{"model": "auto", "max_tokens": Infinity}', 400, "Infinity is not a JSON value"),
         (b'{"model": "auto", "messages": [{"role": "user", "content": "a \\ud83d b"}]}', 400, "surrogate"),
         (b"[" * 200_000 + b"]" * 200_000, 400, "nested too deeply"),
+        (b"[" * 900 + b'"\\ud83d"' + b"]" * 900, 400, "surrogate"),  # deep, and a lone surrogate
         (
             b'{"model": "auto", "messages": [{"role": "user", "content": "x"},'
             b' {"role": "tool", "content": "42", "tool_call_id": "c9"}]}',
