@@ -89,7 +89,7 @@ def _schema_by_role(schema: dict[str, Any]) -> None:
 
 
 class Message(_Strict):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_schema_by_role)
+    model_config = ConfigDict(json_schema_extra=_schema_by_role)  # merged with _Strict's
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[Part] | None = None

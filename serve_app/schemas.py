@@ -103,6 +103,11 @@ class ChatCompletionRequest(BaseModel):
     def _has_user_turn(cls, messages: list[Message]) -> list[Message]:
         if not any(m.role == "user" for m in messages):
             raise ValueError("at least one message must have role 'user'")
+        return messages
+
+    @field_validator("messages")
+    @classmethod
+    def _results_answer_calls(cls, messages: list[Message]) -> list[Message]:
         called: set[str] = set()
         for i, m in enumerate(messages):  # every provider refuses a result for a call never made
             called.update(c.id for c in m.tool_calls or ())
