@@ -1,12 +1,16 @@
-"""The ingress's side of money: who is calling, may they spend, what did they spend.
+"""The ingress's side of money: who is calling, how often, may they spend, what did they spend.
 
 - ``authenticate``: the key from ``Authorization: Bearer`` (or ``x-api-key``) against the replica's
   copy of the key table (``KeyRing``), refreshed every ``auth.refresh_interval_s``: no call.
+- ``limit``: for a key with a rate limit (``rpm``), one request counted on the ledger's limiter
+  before anything else is done for it (``serve_app/rate_limits.py``); refused: 429
+  rate_limit_exceeded.
 - ``admit``: when a budget applies to the request (global, its team's, its key's), reserve the
   worst case of the candidates it may be served by, on the ledger, before any provider is
   called; refused: 429 insufficient_quota. A request under a budget that sets no output limit
   gets ``budgets.max_output_tokens``, so that its real cost cannot pass what was reserved.
-  Candidates dearer than the reservation are dropped. The one call on the request path.
+  Candidates dearer than the reservation are dropped. With ``limit``, the only calls on the
+  request path.
 - ``settle``: after the response (or the failure), the real cost goes into an outbox that is
   sent to the ledger in batches every ``ledger.settle_interval_s``, off the request path; a batch
   the ledger did not confirm is resent until it does (settling is idempotent by request id).
@@ -26,10 +30,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from serve_app.config import FusionConfig
-from serve_app.errors import AuthenticationError, BudgetExceededError, LedgerUnavailableError
+from serve_app.errors import AuthenticationError, BudgetExceededError, LedgerUnavailableError, RateLimitError
 from serve_app.keys import KeyRecord, KeyRing, Period, bearer
 from serve_app.ledger import Admission, Charge, Ledger
 from serve_app.pricing import worst_case_usd
+from serve_app.rate_limits import RateDecision
 from serve_app.route_info import RouteInfo
 from serve_app.schemas import ChatCompletionRequest
 
@@ -50,13 +55,15 @@ class LedgerClient(Protocol):
     async def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
     ) -> Admission: ...
+    async def take(self, key_id: str, rpm: int) -> RateDecision: ...
     async def settle(self, charges: list[Charge]) -> int: ...
     async def directory(self) -> Directory: ...
     async def create_key(
-        self, team: str, name: str, budget_usd: float | None, period: Period | None
+        self, team: str, name: str, budget_usd: float | None, period: Period | None, rpm: int | None = None
     ) -> tuple[str, KeyRecord]: ...
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
+    async def set_rpm(self, key_id: str, rpm: int | None) -> KeyRecord | None: ...
     async def status(self) -> list[dict[str, Any]]: ...
     async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None: ...
     async def economics(self, window_s: float) -> dict[str, dict[str, Any]]: ...
@@ -73,6 +80,9 @@ class LocalLedgerClient:
     ) -> Admission:
         return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
 
+    async def take(self, key_id: str, rpm: int) -> RateDecision:
+        return self.ledger.take(key_id, rpm)
+
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
 
@@ -80,15 +90,18 @@ class LocalLedgerClient:
         return directory(self.ledger)
 
     async def create_key(
-        self, team: str, name: str, budget_usd: float | None, period: Period | None
+        self, team: str, name: str, budget_usd: float | None, period: Period | None, rpm: int | None = None
     ) -> tuple[str, KeyRecord]:
-        return self.ledger.keys.create(team, name, budget_usd, period)
+        return self.ledger.keys.create(team, name, budget_usd, period, rpm)
 
     async def list_keys(self) -> list[KeyRecord]:
         return self.ledger.keys.list()
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
         return self.ledger.keys.revoke(key_id)
+
+    async def set_rpm(self, key_id: str, rpm: int | None) -> KeyRecord | None:
+        return self.ledger.keys.set_rpm(key_id, rpm)
 
     async def status(self) -> list[dict[str, Any]]:
         return self.ledger.status()
@@ -121,6 +134,7 @@ class Accountant:
         self._admin_key = env.get(config.auth.admin_key_env) or None
         self._teams = set(config.budgets.teams)
         self._failures = 0
+        self._limit_failures = 0
 
     # -- who ----------------------------------------------------------------------------------------
 
@@ -147,6 +161,36 @@ class Accountant:
         presented = bearer(authorization, x_api_key) or ""
         if not hmac.compare_digest(presented.encode(), self._admin_key.encode()):
             raise AuthenticationError("Incorrect admin key provided.")
+
+    # -- how often ----------------------------------------------------------------------------------
+
+    async def limit(self, key: KeyRecord | None) -> RateDecision | None:
+        """Count one request against the key's ``rpm`` on the ledger (one limiter for every ingress
+        replica); over the limit: 429 rate_limit_exceeded with Retry-After. A key without a limit
+        costs nothing. When the ledger does not answer in time the request goes on unlimited (a
+        rate limit protects capacity, not money: budgets still fail closed) and a warning is logged."""
+        if key is None or key.rpm is None:
+            return None
+        try:
+            decision = await asyncio.wait_for(
+                self.ledger.take(key.key_id, key.rpm), timeout=self.config.budgets.reserve_timeout_s
+            )
+        except Exception as exc:  # timeout, or the actor restarting
+            self._limit_failures += 1
+            if self._limit_failures in (1, 10, 100) or self._limit_failures % 1000 == 0:
+                logger.warning(
+                    "rate limit check failed %d times (%s): admitted without it",
+                    self._limit_failures,
+                    type(exc).__name__,
+                )
+            return None
+        if not decision.allowed:
+            raise RateLimitError(
+                f"Rate limit reached for key '{key.name}' ({key.key_id}): {decision.limit} requests per "
+                f"minute. Retry after {decision.retry_after_s:.2f} s.",
+                headers=decision.headers(),
+            )
+        return decision
 
     # -- may they spend -------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
-from serve_app.keys import KeyRecord, Period
+from serve_app.keys import MAX_RPM, KeyRecord, Period
 from serve_app.openapi_doc import error_responses, json_body
 
 
@@ -41,9 +41,18 @@ class NewKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     budget_usd: float | None = Field(default=None, ge=0)
     period: Period | None = None
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; unset: no limit")
 
 
-BODIES: list[type[BaseModel]] = [Feedback, NewKey]  # the bodies these routes parse, for the OpenAPI document
+class KeyLimits(BaseModel):
+    """``PATCH /v1/admin/keys/{key_id}``: the key's rate limit; null removes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    rpm: int | None = Field(ge=1, le=MAX_RPM, description="requests a minute; null: no limit")
+
+
+# the bodies these routes parse, for the OpenAPI document
+BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyLimits]
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
@@ -125,7 +134,9 @@ def add_router_routes(
         spec: NewKey = _parse(NewKey, await _json(request))
         if (spec.budget_usd is None) != (spec.period is None):
             raise InvalidRequestError("A key budget needs both budget_usd and period (day or month).")
-        key, record = await acc.ledger.create_key(spec.team, spec.name, spec.budget_usd, spec.period)
+        key, record = await acc.ledger.create_key(
+            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm
+        )
         await acc.refresh()
         return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
 
@@ -133,6 +144,20 @@ def add_router_routes(
     async def list_keys(request: Request) -> dict[str, Any]:
         acc = admin(request)
         return {"object": "list", "data": [r.public() for r in await acc.ledger.list_keys()]}
+
+    @app.patch(
+        "/v1/admin/keys/{key_id}",
+        responses=error_responses(400, 401, 404, 413),
+        openapi_extra=json_body(KeyLimits),
+    )
+    async def limit_key(key_id: str, request: Request) -> dict[str, Any]:
+        acc = admin(request)
+        spec: KeyLimits = _parse(KeyLimits, await _json(request))
+        record = await acc.ledger.set_rpm(key_id, spec.rpm)
+        if record is None:
+            raise NotFoundError(f"No key with id '{key_id}'.")
+        await acc.refresh()
+        return {"object": "api_key", **record.public()}
 
     @app.delete("/v1/admin/keys/{key_id}", responses=error_responses(401, 404))
     async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:

@@ -193,6 +193,7 @@ def create_api(
         arrived = time.monotonic()
         key = caller(request)
         try:
+            rate = await accountant.limit(key) if accountant is not None else None
             body = await read_body(request, config.server.max_body_bytes)
             chat = parse_request(decode_json(body))
             request_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -213,7 +214,12 @@ def create_api(
                 return StreamingResponse(
                     _sse(config, chat, session, lambda s: finish(info, key, s, True)),
                     media_type="text/event-stream",
-                    headers={**info.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"},
+                    headers={
+                        **info.headers(),
+                        **(rate.headers() if rate else {}),
+                        "cache-control": "no-cache",
+                        "x-accel-buffering": "no",
+                    },
                 )
             result = await gateway.complete(chat, info)
             status = "ok"
@@ -233,7 +239,7 @@ def create_api(
             info.body(),
             result.tool_calls,
         )
-        return JSONResponse(payload, headers=info.headers())
+        return JSONResponse(payload, headers={**info.headers(), **(rate.headers() if rate else {})})
 
     document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=[*POLICIES, *config.models])
     return app

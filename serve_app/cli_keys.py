@@ -1,4 +1,4 @@
-"""``fusion keys create | list | revoke`` and ``fusion budgets``: the ledger's file, opened directly.
+"""``fusion keys create | list | limit | revoke`` and ``fusion budgets``: the ledger's file, opened directly.
 
 Run them where the ledger's SQLite file is (``ledger.path``: the head node on a cluster). A running
 router picks the change up within ``auth.refresh_interval_s``; from elsewhere, use the admin
@@ -17,7 +17,7 @@ import typer
 from serve_app.config import FusionConfig, load_config
 from serve_app.ledger import Ledger
 
-keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, revoke.")
+keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, limit, revoke.")
 
 ConfigOption = Annotated[
     Path | None,
@@ -36,12 +36,13 @@ def create(
     name: Annotated[str, typer.Option(help="what the key is for")],
     budget_usd: Annotated[float | None, typer.Option(help="the key's own budget, USD per period")] = None,
     period: Annotated[Literal["day", "month"] | None, typer.Option(help="the budget's period")] = None,
+    rpm: Annotated[int | None, typer.Option(help="requests a minute (unset: no limit)")] = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Make a key. It is printed once: only its hash is kept."""
     _, ledger = open_ledger(config_path)
     try:
-        key, record = ledger.keys.create(team, name, budget_usd, period)
+        key, record = ledger.keys.create(team, name, budget_usd, period, rpm)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -67,7 +68,32 @@ def list_keys(
             continue
         budget = f"${r.budget_usd:g}/{r.period}" if r.budget_usd is not None else "-"
         state = "active" if r.active else "revoked " + time.strftime("%Y-%m-%d", time.gmtime(r.revoked_at))
-        typer.echo(f"{r.key_id}  {r.shown:9} team={r.team:12} name={r.name:16} budget={budget:12} {state}")
+        rpm = "-" if r.rpm is None else str(r.rpm)
+        typer.echo(
+            f"{r.key_id}  {r.shown:9} team={r.team:12} name={r.name:16} budget={budget:12} "
+            f"rpm={rpm:7} {state}"
+        )
+
+
+@keys_cli.command("limit")
+def limit(
+    key_id: str,
+    rpm: Annotated[int | None, typer.Option(help="requests a minute; leave out to remove the limit")] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Set or remove a key's rate limit (a running router applies it within auth.refresh_interval_s)."""
+    _, ledger = open_ledger(config_path)
+    try:
+        record = ledger.keys.set_rpm(key_id, rpm)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        ledger.close()
+    if record is None:
+        typer.echo(f"error: no key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{record.key_id} ({record.team}/{record.name}): rpm={'-' if rpm is None else rpm}")
 
 
 @keys_cli.command("revoke")

@@ -12,7 +12,8 @@ Every error a client sees is rendered from this tree into OpenAI's envelope
     ├── MethodNotAllowedError               405  invalid_request_error
     ├── PayloadTooLargeError                413  invalid_request_error / request_too_large
     ├── PermissionDeniedError               403  permission_error (admin endpoints, bad admin key)
-    ├── RateLimitError                      429  rate_limit_error
+    ├── RateLimitError                      429  rate_limit_error / rate_limit_exceeded (a key's rpm;
+    │                                            Retry-After and x-ratelimit-* headers)
     ├── BudgetExceededError                 429  insufficient_quota / insufficient_quota
     │                                            (names the exhausted budget; Retry-After when it resets)
     ├── LedgerUnavailableError              503  service_unavailable / budget_ledger_unavailable
@@ -112,9 +113,19 @@ class PayloadTooLargeError(FusionError):
 
 
 class RateLimitError(FusionError):
+    """The key sent more requests a minute than its ``rpm`` allows (``serve_app/rate_limits.py``);
+    the headers say when the next one is admitted (Retry-After) and the limit's state."""
+
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self._headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
 
 
 class PermissionDeniedError(FusionError):

@@ -2,8 +2,9 @@
 
 A key is ``fr-`` followed by 43 URL-safe characters (256 random bits). The store keeps its SHA-256
 (a key has full entropy, so a slow password hash would add nothing), a short prefix to tell keys
-apart in listings, its team, name, optional budget and whether it is revoked. The plain key is
-shown once, when it is created, and never again: not in listings, logs, responses or metrics.
+apart in listings, its team, name, optional budget, optional rate limit (``rpm``) and whether it
+is revoked. The plain key is shown once, when it is created, and never again: not in listings,
+logs, responses or metrics.
 
 ``KeyStore`` lives in the ledger's SQLite file (``serve_app/ledger.py`` opens it); the CLI and the
 admin endpoints write it, and the ingress replicas authenticate against a snapshot of it
@@ -35,9 +36,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     budget_usd  REAL,
     period      TEXT,
     created_at  REAL NOT NULL,
-    revoked_at  REAL
+    revoked_at  REAL,
+    rpm         INTEGER
 );
 """
+COLUMNS = "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm"
 
 
 class AuthConfig(BaseModel):
@@ -67,6 +70,14 @@ def new_key() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
+MAX_RPM = 10_000_000  # requests a minute: far past what one router serves; a bound on typos
+
+
+def _check_rpm(rpm: int | None) -> None:
+    if rpm is not None and not 1 <= rpm <= MAX_RPM:
+        raise ValueError(f"a rate limit (rpm) must be 1 to {MAX_RPM:_} requests a minute")
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """What the router knows about a key; never the key itself."""
@@ -79,6 +90,7 @@ class KeyRecord:
     period: Period | None
     created_at: float
     revoked_at: float | None
+    rpm: int | None = None  # requests a minute (serve_app/rate_limits.py); None: no limit
 
     @property
     def active(self) -> bool:
@@ -94,6 +106,10 @@ class KeyStore:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         db.executescript(KEYS_SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}
+        if "rpm" not in have:  # a key table made before rate limits
+            with db:
+                db.execute("ALTER TABLE api_keys ADD COLUMN rpm INTEGER")
 
     def create(
         self,
@@ -101,6 +117,7 @@ class KeyStore:
         name: str,
         budget_usd: float | None = None,
         period: Period | None = None,
+        rpm: int | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key and its record; the plain key is returned here and nowhere else."""
         if not team or not name:
@@ -109,6 +126,7 @@ class KeyStore:
             raise ValueError("a key budget needs both an amount and a period (day or month)")
         if budget_usd is not None and budget_usd < 0:
             raise ValueError("a budget cannot be negative")
+        _check_rpm(rpm)
         key = new_key()
         record = KeyRecord(
             key_id=uuid.uuid4().hex[:12],
@@ -119,10 +137,12 @@ class KeyStore:
             period=period,
             created_at=time.time(),
             revoked_at=None,
+            rpm=rpm,
         )
         with self.db:
             self.db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys (key_id, key_hash, shown, team, name, budget_usd, period, "
+                "created_at, revoked_at, rpm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.key_id,
                     hash_key(key),
@@ -133,6 +153,7 @@ class KeyStore:
                     period,
                     record.created_at,
                     None,
+                    rpm,
                 ),
             )
         return key, record
@@ -145,28 +166,25 @@ class KeyStore:
             )
         return self.get(key_id)
 
+    def set_rpm(self, key_id: str, rpm: int | None) -> KeyRecord | None:
+        """Set (or, with None, remove) a key's rate limit; None when there is no such key."""
+        _check_rpm(rpm)
+        with self.db:
+            self.db.execute("UPDATE api_keys SET rpm = ? WHERE key_id = ?", (rpm, key_id))
+        return self.get(key_id)
+
     def get(self, key_id: str) -> KeyRecord | None:
-        row = self.db.execute(
-            "SELECT key_id, shown, team, name, budget_usd, period, created_at, revoked_at "
-            "FROM api_keys WHERE key_id = ?",
-            (key_id,),
-        ).fetchone()
+        row = self.db.execute(f"SELECT {COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
         return KeyRecord(*row) if row else None
 
     def list(self, include_revoked: bool = True) -> list[KeyRecord]:
-        rows = self.db.execute(
-            "SELECT key_id, shown, team, name, budget_usd, period, created_at, revoked_at "
-            "FROM api_keys ORDER BY created_at"
-        ).fetchall()
+        rows = self.db.execute(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at").fetchall()
         records = [KeyRecord(*row) for row in rows]
         return [r for r in records if include_revoked or r.active]
 
     def snapshot(self) -> dict[str, KeyRecord]:
         """key hash -> record, every key ever made (revoked ones stay, so the ring stays required)."""
-        rows = self.db.execute(
-            "SELECT key_hash, key_id, shown, team, name, budget_usd, period, created_at, revoked_at "
-            "FROM api_keys"
-        ).fetchall()
+        rows = self.db.execute(f"SELECT key_hash, {COLUMNS} FROM api_keys").fetchall()
         return {row[0]: KeyRecord(*row[1:]) for row in rows}
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.keys import KeyStore, Period
+from serve_app.rate_limits import RateDecision, RateLimiter
 from serve_app.tuning import TuningStore
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -92,7 +93,10 @@ class BudgetsConfig(BaseModel):
         "(reserved, and passed to the provider as its limit)",
     )
     reserve_timeout_s: float = Field(
-        default=5.0, gt=0, description="how long a request waits for the ledger (restarting) before a 503"
+        default=5.0,
+        gt=0,
+        description="how long a request waits for the ledger (restarting): then a budgeted request "
+        "gets 503, and a rate-limited key's request goes on unchecked",
     )
 
     def budgets(self) -> list[Budget]:
@@ -233,6 +237,7 @@ class Ledger:
         self._usage: dict[str, _Usage] = {}
         self._holds: dict[str, _Hold] = {}
         self._load_holds()
+        self.rates = RateLimiter()  # per-key rpm; in memory (serve_app/rate_limits.py)
 
     def configure(
         self, budgets: Iterable[Budget], quality_targets: Mapping[str, float] | None = None
@@ -313,6 +318,10 @@ class Ledger:
         for b in budgets:
             self._usage_of(b, now).reserved += amount_usd
         return Admission(True, amount_usd, pressure=pressure)
+
+    def take(self, key_id: str, rpm: int) -> RateDecision:
+        """One request of a key with a rate limit: admitted or refused, with the limit's state."""
+        return self.rates.take(key_id, rpm)
 
     def settle(self, charges: Iterable[Charge]) -> int:
         """Record real costs and release their holds, all in one transaction. A charge already

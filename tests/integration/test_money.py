@@ -59,6 +59,20 @@ def test_costs_reach_the_ledger_and_the_stats(router: str, emu: EmulatorServer) 
     assert row["cost_per_request_usd"] > 0 and row["quality"] == pytest.approx(0.9)
 
 
+def test_rate_limits_count_once_for_every_replica_on_the_ledger_actor(router: str) -> None:
+    """The limiter the ingress replicas share is the BudgetLedger actor's: its answers cross Ray."""
+    import ray
+
+    from deployments.autoscaling import NAMESPACE
+    from deployments.ledger import ledger_name
+
+    ledger = ray.get_actor(ledger_name("fusion"), namespace=NAMESPACE)
+    decisions = ray.get([ledger.take.remote("integration-key", 2) for _ in range(3)], timeout=30)
+    assert sorted(d.allowed for d in decisions) == [False, True, True]  # an async actor: any order
+    refused = next(d for d in decisions if not d.allowed)
+    assert refused.headers()["retry-after"] == "30" and refused.remaining == 0
+
+
 def test_metrics_appear_on_rays_prometheus_endpoint(router: str) -> None:
     httpx.post(f"{router}/v1/chat/completions", json=BODY, timeout=30).raise_for_status()
     url = f"http://127.0.0.1:{os.environ['FUSION_TEST_METRICS_PORT']}/metrics"

@@ -15,8 +15,10 @@ from serve_app.accounting import Accountant, LocalLedgerClient
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
 from serve_app.emulator import EmulatorServer
+from serve_app.errors import RateLimitError
 from serve_app.ledger import BudgetsConfig, Ledger
 from serve_app.metrics import MemoryBackend, Metrics
+from serve_app.rate_limits import RateDecision
 from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
 
 ADMIN = "admin-secret-for-tests"
@@ -131,6 +133,81 @@ async def test_keys_never_reach_logs(router: Router, caplog: pytest.LogCaptureFi
     await router.chat(key)
     await router.chat(key + "x")
     assert key not in caplog.text and ADMIN not in caplog.text
+
+
+async def test_a_key_over_its_rate_limit_gets_429_before_anything_is_done(
+    router: Router, emu: EmulatorServer
+) -> None:
+    made = await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "slow", "rpm": 3})
+    assert made.status_code == 201 and made.json()["rpm"] == 3
+    limited = made.json()["key"]
+    free = (await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "free"})).json()["key"]
+    answers = [await router.chat(limited, model="gpt-4o-mini") for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["2", "1", "0"]
+    assert all(r.headers["x-ratelimit-limit-requests"] == "3" for r in answers)
+    stream = await router.chat(free, model="gpt-4o-mini", stream=True)
+    assert stream.status_code == 200 and "x-ratelimit-limit-requests" not in stream.headers
+    await router.accountant.flush()
+    settled = router.ledger.settled_total()
+    async with httpx.AsyncClient() as direct:
+        seen = (await direct.get(f"{emu.url}/admin/stats")).json()["requests"]
+    refused = await router.chat(limited, model="gpt-4o-mini", stream=True)
+    _error(refused, 429, "rate_limit_exceeded")
+    assert refused.json()["error"]["type"] == "rate_limit_error" and "3 requests per minute" in refused.text
+    assert 1 <= int(refused.headers["retry-after"]) <= 20 and int(refused.headers["retry-after-ms"]) > 0
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    async with httpx.AsyncClient() as direct:  # nothing was sent on for it, nothing charged
+        assert (await direct.get(f"{emu.url}/admin/stats")).json()["requests"] == seen
+    await router.accountant.flush()
+    assert router.ledger.settled_total() == settled
+    assert router.metrics.total("fusion_errors_total", kind="request_rate_limit_exceeded") == 1
+    assert (await router.chat(free, model="gpt-4o-mini")).status_code == 200  # other keys go on
+    listed = {k["name"]: k["rpm"] for k in (await router.admin("GET", "/v1/admin/keys")).json()["data"]}
+    assert listed == {"slow": 3, "free": None}
+    key_id = made.json()["key_id"]
+    lifted = await router.admin("PATCH", f"/v1/admin/keys/{key_id}", json={"rpm": None})
+    assert lifted.status_code == 200 and lifted.json()["rpm"] is None
+    again = await router.chat(limited, model="gpt-4o-mini")
+    assert again.status_code == 200 and "x-ratelimit-limit-requests" not in again.headers
+    await router.admin("PATCH", f"/v1/admin/keys/{key_id}", json={"rpm": 1})
+    assert (await router.chat(limited, model="gpt-4o-mini")).status_code == 429  # its bucket is spent
+
+
+async def test_every_ingress_replica_counts_against_one_limit(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    """Two accountants (two ingress replicas) on one ledger share the key's bucket."""
+    cfg = emulated_config(config, emu.url)
+    ledger = Ledger(tmp_path / "l.db")
+    _, record = ledger.keys.create("t", "n", rpm=4)
+    replicas = [Accountant(cfg, LocalLedgerClient(ledger)) for _ in range(2)]
+    taken = [await replicas[i % 2].limit(record) for i in range(4)]
+    assert [d.remaining for d in taken if d is not None] == [3, 2, 1, 0]
+    for replica in replicas:
+        with pytest.raises(RateLimitError):
+            await replica.limit(record)
+    ledger.close()
+
+
+async def test_a_silent_ledger_lets_limited_keys_through(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rate limit guards capacity: when the ledger cannot answer, the request goes on, logged."""
+
+    class Silent(LocalLedgerClient):
+        async def take(self, key_id: str, rpm: int) -> RateDecision:
+            await asyncio.sleep(10)
+            raise AssertionError("unreachable")
+
+    cfg = emulated_config(config, emu.url)
+    cfg = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={"reserve_timeout_s": 0.05})})
+    ledger = Ledger(tmp_path / "l.db")
+    _, record = ledger.keys.create("t", "n", rpm=1)
+    accountant = Accountant(cfg, Silent(ledger))
+    assert await accountant.limit(record) is None
+    assert "rate limit check failed 1 times (TimeoutError)" in caplog.text
+    ledger.close()
 
 
 async def test_exhausted_budget_is_429_insufficient_quota(
@@ -319,6 +396,11 @@ async def test_feedback_on_auto_routed_answers_tunes_the_quality_target(
         ("POST", "/v1/admin/keys", b'{"team": "", "name": "n"}', 400),
         ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "period": "week", "budget_usd": 1}', 400),
         ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "budget_usd": -1, "period": "day"}', 400),
+        ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "rpm": 0}', 400),
+        ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "rpm": 1.5}', 400),
+        ("PATCH", "/v1/admin/keys/abc", b"{}", 400),
+        ("PATCH", "/v1/admin/keys/abc", b'{"rpm": -3}', 400),
+        ("PATCH", "/v1/admin/keys/abc", b'{"rpm": 5}', 404),
         ("GET", "/v1/router/feedback", b"", 405),
         ("PUT", "/v1/admin/keys", b"{}", 405),
     ],

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
-from serve_app.keys import KeyRing, bearer
+from serve_app.cli import cli
+from serve_app.config import DEFAULT_CONFIG_PATH
+from serve_app.keys import KEYS_SCHEMA, KeyRing, bearer
 from serve_app.ledger import Ledger
 
 
@@ -67,3 +72,43 @@ def test_a_budget_needs_amount_and_period(tmp_path: Path) -> None:
 )
 def test_bearer(authorization: str | None, x_api_key: str | None, expected: str | None) -> None:
     assert bearer(authorization, x_api_key) == expected
+
+
+def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(KEYS_SCHEMA.replace(",\n    rpm         INTEGER", ""))
+    db.execute(
+        "INSERT INTO api_keys VALUES ('id1', 'hash', 'fr-abcd…', 'team', 'name', NULL, NULL, 1.0, NULL)"
+    )
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    old = ledger.keys.get("id1")
+    assert old is not None and old.rpm is None and old.team == "team"
+    _, made = ledger.keys.create("t", "n", rpm=60)
+    assert ledger.keys.get(made.key_id) == made and made.rpm == 60
+    assert ledger.keys.set_rpm("id1", 5) is not None and ledger.keys.snapshot()["hash"].rpm == 5
+    assert ledger.keys.set_rpm("nope", 5) is None
+    with pytest.raises(ValueError, match="rpm"):
+        ledger.keys.create("t", "n", rpm=0)
+    with pytest.raises(ValueError, match="rpm"):
+        ledger.keys.set_rpm("id1", 10**9)
+    ledger.close()
+
+
+def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
+    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(tmp_path / "l.db")}}))
+    run = CliRunner().invoke
+    made = run(cli, ["keys", "create", "--team", "t", "--name", "n", "--rpm", "30", "-c", str(config)])
+    assert made.exit_code == 0, made.output
+    key_id = made.output.split()[1]
+    assert "rpm=30" in run(cli, ["keys", "list", "-c", str(config)]).output
+    lifted = run(cli, ["keys", "limit", key_id, "-c", str(config)])
+    assert lifted.exit_code == 0 and "rpm=-" in lifted.output
+    listed = run(cli, ["keys", "list", "--json", "-c", str(config)]).output
+    assert '"rpm": null' in listed
+    assert run(cli, ["keys", "limit", key_id, "--rpm", "0", "-c", str(config)]).exit_code == 2
+    assert run(cli, ["keys", "limit", "unknown", "--rpm", "5", "-c", str(config)]).exit_code == 1
