@@ -59,11 +59,17 @@ class LedgerClient(Protocol):
     async def settle(self, charges: list[Charge]) -> int: ...
     async def directory(self) -> Directory: ...
     async def create_key(
-        self, team: str, name: str, budget_usd: float | None, period: Period | None, rpm: int | None = None
+        self,
+        team: str,
+        name: str,
+        budget_usd: float | None,
+        period: Period | None,
+        rpm: int | None = None,
+        models: tuple[str, ...] | None = None,
     ) -> tuple[str, KeyRecord]: ...
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
-    async def set_rpm(self, key_id: str, rpm: int | None) -> KeyRecord | None: ...
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None: ...
     async def status(self) -> list[dict[str, Any]]: ...
     async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None: ...
     async def economics(self, window_s: float) -> dict[str, dict[str, Any]]: ...
@@ -90,9 +96,15 @@ class LocalLedgerClient:
         return directory(self.ledger)
 
     async def create_key(
-        self, team: str, name: str, budget_usd: float | None, period: Period | None, rpm: int | None = None
+        self,
+        team: str,
+        name: str,
+        budget_usd: float | None,
+        period: Period | None,
+        rpm: int | None = None,
+        models: tuple[str, ...] | None = None,
     ) -> tuple[str, KeyRecord]:
-        return self.ledger.keys.create(team, name, budget_usd, period, rpm)
+        return self.ledger.keys.create(team, name, budget_usd, period, rpm, models)
 
     async def list_keys(self) -> list[KeyRecord]:
         return self.ledger.keys.list()
@@ -100,8 +112,8 @@ class LocalLedgerClient:
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
         return self.ledger.keys.revoke(key_id)
 
-    async def set_rpm(self, key_id: str, rpm: int | None) -> KeyRecord | None:
-        return self.ledger.keys.set_rpm(key_id, rpm)
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        return self.ledger.keys.update(key_id, changes)
 
     async def status(self) -> list[dict[str, Any]]:
         return self.ledger.status()

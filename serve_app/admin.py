@@ -25,7 +25,7 @@ from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
-from serve_app.keys import MAX_RPM, KeyRecord, Period
+from serve_app.keys import MAX_RPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
 
 
@@ -42,17 +42,23 @@ class NewKey(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
     period: Period | None = None
     rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; unset: no limit")
+    models: list[str] | None = Field(
+        default=None, min_length=1, max_length=1000, description="the models it may use; unset: all"
+    )
 
 
-class KeyLimits(BaseModel):
-    """``PATCH /v1/admin/keys/{key_id}``: the key's rate limit; null removes it."""
+class KeyUpdate(BaseModel):
+    """``PATCH /v1/admin/keys/{key_id}``: the key's limits to change (null removes one)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    rpm: int | None = Field(ge=1, le=MAX_RPM, description="requests a minute; null: no limit")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; null: no limit")
+    models: list[str] | None = Field(
+        default=None, min_length=1, max_length=1000, description="the models it may use; null: all"
+    )
 
 
 # the bodies these routes parse, for the OpenAPI document
-BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyLimits]
+BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate]
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
@@ -75,6 +81,12 @@ def add_router_routes(
     accountant: Accountant | None,
     caller: Callable[[Request], KeyRecord | None],
 ) -> None:
+    def _models(models: list[str] | None) -> tuple[str, ...] | None:
+        try:
+            return check_models(models, config.models)
+        except ValueError as exc:
+            raise InvalidRequestError(f"models: {exc}", param="models") from None
+
     def ledger_required() -> Accountant:
         if accountant is None:
             raise NotFoundError("This router runs without a ledger: no keys, budgets or feedback.")
@@ -134,8 +146,9 @@ def add_router_routes(
         spec: NewKey = _parse(NewKey, await _json(request))
         if (spec.budget_usd is None) != (spec.period is None):
             raise InvalidRequestError("A key budget needs both budget_usd and period (day or month).")
+        models = _models(spec.models)
         key, record = await acc.ledger.create_key(
-            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm
+            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm, models
         )
         await acc.refresh()
         return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
@@ -148,12 +161,17 @@ def add_router_routes(
     @app.patch(
         "/v1/admin/keys/{key_id}",
         responses=error_responses(400, 401, 404, 413),
-        openapi_extra=json_body(KeyLimits),
+        openapi_extra=json_body(KeyUpdate),
     )
-    async def limit_key(key_id: str, request: Request) -> dict[str, Any]:
+    async def update_key(key_id: str, request: Request) -> dict[str, Any]:
         acc = admin(request)
-        spec: KeyLimits = _parse(KeyLimits, await _json(request))
-        record = await acc.ledger.set_rpm(key_id, spec.rpm)
+        spec: KeyUpdate = _parse(KeyUpdate, await _json(request))
+        if not spec.model_fields_set:
+            raise InvalidRequestError("Nothing to change: send rpm, models or both.")
+        changes = spec.model_dump(include=spec.model_fields_set)
+        if "models" in changes:
+            changes["models"] = _models(spec.models)
+        record = await acc.ledger.update_key(key_id, changes)
         if record is None:
             raise NotFoundError(f"No key with id '{key_id}'.")
         await acc.refresh()

@@ -164,7 +164,7 @@ def create_api(
 
     @app.get("/v1/models", responses=error_responses(401))
     async def list_models(request: Request) -> dict[str, Any]:
-        caller(request)
+        key = caller(request)
         created = 1_700_000_000
         data = [
             {"id": p, "object": "model", "created": created, "owned_by": "fusion-router"} for p in POLICIES
@@ -172,6 +172,7 @@ def create_api(
         data += [
             {"id": name, "object": "model", "created": created, "owned_by": spec.provider}
             for name, spec in config.models.items()
+            if key is None or key.allows(name)  # the models this key may use
         ]
         return {"object": "list", "data": data}
 
@@ -185,7 +186,7 @@ def create_api(
                     "text/event-stream": {"schema": SSE_EVENT},
                 },
             },
-            **error_responses(400, 401, 404, 413, 429, 502, 503, 504),
+            **error_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
         },
         openapi_extra=json_body(ChatCompletionRequest),
     )
@@ -198,7 +199,8 @@ def create_api(
             chat = parse_request(decode_json(body))
             request_id = f"chatcmpl-{uuid.uuid4().hex}"
             pressure = accountant.under_pressure(key) if accountant is not None else False
-            info = await gateway.plan(chat, request_id, budget_pressure=pressure)
+            allowed = key.models if key is not None else None
+            info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)
             if accountant is not None:
                 began = time.monotonic()
                 chat = await accountant.admit(chat, info, key)

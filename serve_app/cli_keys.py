@@ -1,4 +1,4 @@
-"""``fusion keys create | list | limit | revoke`` and ``fusion budgets``: the ledger's file, opened directly.
+"""``fusion keys create | list | update | revoke`` and ``fusion budgets``: the ledger's file, opened directly.
 
 Run them where the ledger's SQLite file is (``ledger.path``: the head node on a cluster). A running
 router picks the change up within ``auth.refresh_interval_s``; from elsewhere, use the admin
@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
 from serve_app.config import FusionConfig, load_config
+from serve_app.keys import KeyRecord, check_models
 from serve_app.ledger import Ledger
 
-keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, limit, revoke.")
+keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, update, revoke.")
 
 ConfigOption = Annotated[
     Path | None,
@@ -37,12 +38,14 @@ def create(
     budget_usd: Annotated[float | None, typer.Option(help="the key's own budget, USD per period")] = None,
     period: Annotated[Literal["day", "month"] | None, typer.Option(help="the budget's period")] = None,
     rpm: Annotated[int | None, typer.Option(help="requests a minute (unset: no limit)")] = None,
+    models: Annotated[str | None, typer.Option(help="comma-separated models it may use (unset: all)")] = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Make a key. It is printed once: only its hash is kept."""
-    _, ledger = open_ledger(config_path)
+    config, ledger = open_ledger(config_path)
     try:
-        key, record = ledger.keys.create(team, name, budget_usd, period, rpm)
+        allowed = check_models(_split(models), config.models)
+        key, record = ledger.keys.create(team, name, budget_usd, period, rpm, allowed)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -68,23 +71,33 @@ def list_keys(
             continue
         budget = f"${r.budget_usd:g}/{r.period}" if r.budget_usd is not None else "-"
         state = "active" if r.active else "revoked " + time.strftime("%Y-%m-%d", time.gmtime(r.revoked_at))
-        rpm = "-" if r.rpm is None else str(r.rpm)
-        typer.echo(
-            f"{r.key_id}  {r.shown:9} team={r.team:12} name={r.name:16} budget={budget:12} "
-            f"rpm={rpm:7} {state}"
-        )
+        who = f"{r.key_id}  {r.shown:9} team={r.team:12} name={r.name:16}"
+        typer.echo(f"{who} budget={budget:12} {_limits(r)} {state}")
 
 
-@keys_cli.command("limit")
-def limit(
+@keys_cli.command("update")
+def update(
     key_id: str,
-    rpm: Annotated[int | None, typer.Option(help="requests a minute; leave out to remove the limit")] = None,
+    rpm: Annotated[int | None, typer.Option(help="requests a minute")] = None,
+    no_rpm: Annotated[bool, typer.Option("--no-rpm", help="remove the rate limit")] = False,
+    models: Annotated[str | None, typer.Option(help="comma-separated models it may use")] = None,
+    all_models: Annotated[bool, typer.Option("--all-models", help="let it use every model")] = False,
     config_path: ConfigOption = None,
 ) -> None:
-    """Set or remove a key's rate limit (a running router applies it within auth.refresh_interval_s)."""
-    _, ledger = open_ledger(config_path)
+    """Change a key's limits (a running router applies them within auth.refresh_interval_s)."""
+    changes: dict[str, Any] = {}
+    if rpm is not None or no_rpm:
+        changes["rpm"] = None if no_rpm else rpm
+    if models is not None or all_models:
+        changes["models"] = None if all_models else _split(models)
+    if not changes or (no_rpm and rpm is not None) or (all_models and models is not None):
+        typer.echo("error: give --rpm N or --no-rpm, and/or --models A,B or --all-models", err=True)
+        raise typer.Exit(2)
+    config, ledger = open_ledger(config_path)
     try:
-        record = ledger.keys.set_rpm(key_id, rpm)
+        if "models" in changes:
+            changes["models"] = check_models(changes["models"], config.models)
+        record = ledger.keys.update(key_id, changes)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -93,7 +106,16 @@ def limit(
     if record is None:
         typer.echo(f"error: no key with id {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{record.key_id} ({record.team}/{record.name}): rpm={'-' if rpm is None else rpm}")
+    typer.echo(f"{record.key_id} ({record.team}/{record.name}): {_limits(record)}")
+
+
+def _split(models: str | None) -> list[str] | None:
+    return None if models is None else [m.strip() for m in models.split(",") if m.strip()]
+
+
+def _limits(r: KeyRecord) -> str:
+    rpm = "-" if r.rpm is None else str(r.rpm)
+    return f"rpm={rpm:7} models={'all' if r.models is None else ','.join(r.models)}"
 
 
 @keys_cli.command("revoke")

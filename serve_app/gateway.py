@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from serve_app.errors import (
     Attempt,
     InvalidRequestError,
     NoProviderAvailableError,
+    PermissionDeniedError,
     ProviderError,
     ProviderStreamError,
     ProviderTimeoutError,
@@ -81,11 +82,20 @@ class Gateway:
         self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
 
     async def plan(
-        self, request: ChatCompletionRequest, request_id: str, budget_pressure: bool = False
+        self,
+        request: ChatCompletionRequest,
+        request_id: str,
+        budget_pressure: bool = False,
+        allowed: Collection[str] | None = None,
     ) -> RouteInfo:
+        """The request's candidates, in order. ``allowed``: the models the caller's key may use
+        (None: all); a direct request for another is refused (403 model_not_allowed) before any
+        work, and a routed one chooses among them only."""
         needed, output = request.estimated_tokens(), request.output_limit()
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
+            if allowed is not None and info.plan.candidates[0].model not in allowed:
+                raise _not_allowed(allowed, f"may not use the model '{info.plan.candidates[0].model}'")
         else:
             began = time.monotonic()
             classification = await self._classify(request.routing_text())
@@ -107,6 +117,10 @@ class Gateway:
             raise _incapable(
                 lacking, [c.model for c in info.plan.candidates] if info.plan.policy == "direct" else None
             )
+        if allowed is not None:
+            if not capable & set(allowed):
+                raise _not_allowed(allowed, "has no model that can serve this request")
+            capable &= set(allowed)
         if info.plan.policy == "direct":
             info.candidates = list(info.plan.candidates)
             return info
@@ -549,6 +563,16 @@ async def _close(stream: AsyncIterator[StreamDelta]) -> None:
             await closer()
         except Exception:  # closing a broken stream must not hide the error that broke it
             pass
+
+
+def _not_allowed(allowed: Collection[str], what: str) -> PermissionDeniedError:
+    """403: the key's model list rules the request out."""
+    return PermissionDeniedError(
+        f"This API key {what}. It may use: {', '.join(sorted(allowed))} (and the routing policies "
+        "auto, auto:cost, ... among them).",
+        param="model",
+        code="model_not_allowed",
+    )
 
 
 def _incapable(lacking: dict[str, set[str]], requested: list[str] | None) -> InvalidRequestError:

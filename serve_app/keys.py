@@ -2,9 +2,9 @@
 
 A key is ``fr-`` followed by 43 URL-safe characters (256 random bits). The store keeps its SHA-256
 (a key has full entropy, so a slow password hash would add nothing), a short prefix to tell keys
-apart in listings, its team, name, optional budget, optional rate limit (``rpm``) and whether it
-is revoked. The plain key is shown once, when it is created, and never again: not in listings,
-logs, responses or metrics.
+apart in listings, its team, name, optional budget, its limits (``rpm``, requests a minute; the
+``models`` it may use) and whether it is revoked. The plain key is shown once, when it is
+created, and never again: not in listings, logs, responses or metrics.
 
 ``KeyStore`` lives in the ledger's SQLite file (``serve_app/ledger.py`` opens it); the CLI and the
 admin endpoints write it, and the ingress replicas authenticate against a snapshot of it
@@ -14,10 +14,12 @@ admin endpoints write it, and the ingress replicas authenticate against a snapsh
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -37,10 +39,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
     period      TEXT,
     created_at  REAL NOT NULL,
     revoked_at  REAL,
-    rpm         INTEGER
+    rpm         INTEGER,
+    models      TEXT
 );
 """
-COLUMNS = "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm"
+COLUMNS = "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models"
+ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT"}  # since the first key tables
 
 
 class AuthConfig(BaseModel):
@@ -78,6 +82,19 @@ def _check_rpm(rpm: int | None) -> None:
         raise ValueError(f"a rate limit (rpm) must be 1 to {MAX_RPM:_} requests a minute")
 
 
+def check_models(models: Sequence[str] | None, known: Iterable[str]) -> tuple[str, ...] | None:
+    """A key's model list, checked against the configured models (routing policies such as auto
+    are not models: a key may always use them, within its list)."""
+    if models is None:
+        return None
+    if not models:
+        raise ValueError("a key's model list cannot be empty (leave it out to allow every model)")
+    unknown = sorted(set(models) - set(known))
+    if unknown:
+        raise ValueError(f"unknown models {', '.join(unknown)}; configured: {', '.join(sorted(known))}")
+    return tuple(dict.fromkeys(models))
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """What the router knows about a key; never the key itself."""
@@ -91,13 +108,36 @@ class KeyRecord:
     created_at: float
     revoked_at: float | None
     rpm: int | None = None  # requests a minute (serve_app/rate_limits.py); None: no limit
+    models: tuple[str, ...] | None = None  # the models it may use, directly or routed; None: all
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
     def public(self) -> dict[str, Any]:
-        return asdict(self) | {"active": self.active}
+        return asdict(self) | {
+            "active": self.active,
+            "models": None if self.models is None else list(self.models),
+        }
+
+
+def _record(row: Sequence[Any]) -> KeyRecord:
+    key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models = row
+    return KeyRecord(
+        key_id,
+        shown,
+        team,
+        name,
+        budget_usd,
+        period,
+        created_at,
+        revoked_at,
+        rpm,
+        None if models is None else tuple(json.loads(models)),
+    )
 
 
 class KeyStore:
@@ -107,9 +147,10 @@ class KeyStore:
         self.db = db
         db.executescript(KEYS_SCHEMA)
         have = {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}
-        if "rpm" not in have:  # a key table made before rate limits
-            with db:
-                db.execute("ALTER TABLE api_keys ADD COLUMN rpm INTEGER")
+        with db:
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:  # a key table made before it
+                    db.execute(f"ALTER TABLE api_keys ADD COLUMN {column} {kind}")
 
     def create(
         self,
@@ -118,8 +159,10 @@ class KeyStore:
         budget_usd: float | None = None,
         period: Period | None = None,
         rpm: int | None = None,
+        models: Sequence[str] | None = None,
     ) -> tuple[str, KeyRecord]:
-        """A new key and its record; the plain key is returned here and nowhere else."""
+        """A new key and its record; the plain key is returned here and nowhere else. ``models``
+        must have been checked against the configuration (``check_models``)."""
         if not team or not name:
             raise ValueError("a key needs a team and a name")
         if (budget_usd is None) != (period is None):
@@ -127,6 +170,8 @@ class KeyStore:
         if budget_usd is not None and budget_usd < 0:
             raise ValueError("a budget cannot be negative")
         _check_rpm(rpm)
+        if models is not None and not models:
+            raise ValueError("a key's model list cannot be empty")
         key = new_key()
         record = KeyRecord(
             key_id=uuid.uuid4().hex[:12],
@@ -138,11 +183,12 @@ class KeyStore:
             created_at=time.time(),
             revoked_at=None,
             rpm=rpm,
+            models=None if models is None else tuple(models),
         )
         with self.db:
             self.db.execute(
                 "INSERT INTO api_keys (key_id, key_hash, shown, team, name, budget_usd, period, "
-                "created_at, revoked_at, rpm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, revoked_at, rpm, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.key_id,
                     hash_key(key),
@@ -154,6 +200,7 @@ class KeyStore:
                     record.created_at,
                     None,
                     rpm,
+                    None if models is None else json.dumps(list(models)),
                 ),
             )
         return key, record
@@ -166,26 +213,40 @@ class KeyStore:
             )
         return self.get(key_id)
 
-    def set_rpm(self, key_id: str, rpm: int | None) -> KeyRecord | None:
-        """Set (or, with None, remove) a key's rate limit; None when there is no such key."""
-        _check_rpm(rpm)
-        with self.db:
-            self.db.execute("UPDATE api_keys SET rpm = ? WHERE key_id = ?", (rpm, key_id))
+    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        """Change a key's limits: ``rpm`` and ``models`` (None removes either). None when there is no
+        such key. ``models`` must have been checked against the configuration."""
+        unknown = set(changes) - set(ADDED_COLUMNS)
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
+        if "rpm" in changes:
+            _check_rpm(changes["rpm"])
+        values = dict(changes)
+        if values.get("models") is not None:
+            if not values["models"]:
+                raise ValueError("a key's model list cannot be empty")
+            values["models"] = json.dumps(list(values["models"]))
+        if values:
+            assignments = ", ".join(f"{column} = ?" for column in values)
+            with self.db:
+                self.db.execute(
+                    f"UPDATE api_keys SET {assignments} WHERE key_id = ?", (*values.values(), key_id)
+                )
         return self.get(key_id)
 
     def get(self, key_id: str) -> KeyRecord | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-        return KeyRecord(*row) if row else None
+        return _record(row) if row else None
 
     def list(self, include_revoked: bool = True) -> list[KeyRecord]:
         rows = self.db.execute(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at").fetchall()
-        records = [KeyRecord(*row) for row in rows]
+        records = [_record(row) for row in rows]
         return [r for r in records if include_revoked or r.active]
 
     def snapshot(self) -> dict[str, KeyRecord]:
         """key hash -> record, every key ever made (revoked ones stay, so the ring stays required)."""
         rows = self.db.execute(f"SELECT key_hash, {COLUMNS} FROM api_keys").fetchall()
-        return {row[0]: KeyRecord(*row[1:]) for row in rows}
+        return {row[0]: _record(row[1:]) for row in rows}
 
 
 class KeyRing:

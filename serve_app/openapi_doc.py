@@ -23,9 +23,12 @@ from serve_app.routing import AUTO_TARGET
 ERRORS = {
     400: "invalid request (bad JSON, missing or mistyped field, unsupported parameter)",
     401: "missing or invalid API key (client key, or the admin key on admin routes)",
+    403: "the API key may not use the requested model, or none of its models can serve the request "
+    "(code model_not_allowed)",
     404: "not found: an unknown model or key, or no ledger behind the router",
     413: "request body over the configured limit",
-    429: "rate limited, or a budget is exhausted (code insufficient_quota)",
+    429: "the key's rate limit (code rate_limit_exceeded, with Retry-After), or a budget is exhausted "
+    "(code insufficient_quota)",
     502: "no provider could serve the request",
     503: "every candidate provider is unavailable or overloaded",
     504: "every candidate provider timed out",

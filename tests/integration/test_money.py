@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from serve_app.emulator import EmulatorServer
+from serve_app.rate_limits import RateDecision
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,9 @@ def test_rate_limits_count_once_for_every_replica_on_the_ledger_actor(router: st
     from deployments.ledger import ledger_name
 
     ledger = ray.get_actor(ledger_name("fusion"), namespace=NAMESPACE)
-    decisions = ray.get([ledger.take.remote("integration-key", 2) for _ in range(3)], timeout=30)
+    decisions: list[RateDecision] = ray.get(
+        [ledger.take.remote("integration-key", 2) for _ in range(3)], timeout=30
+    )
     assert sorted(d.allowed for d in decisions) == [False, True, True]  # an async actor: any order
     refused = next(d for d in decisions if not d.allowed)
     assert refused.headers()["retry-after"] == "30" and refused.remaining == 0

@@ -174,6 +174,42 @@ async def test_a_key_over_its_rate_limit_gets_429_before_anything_is_done(
     assert (await router.chat(limited, model="gpt-4o-mini")).status_code == 429  # its bucket is spent
 
 
+async def test_a_key_uses_only_its_models_directly_and_routed(router: Router, emu: EmulatorServer) -> None:
+    spec = {"team": "t", "name": "mini", "models": ["gpt-4o-mini", "llama-3.1-8b-instruct"]}
+    made = await router.admin("POST", "/v1/admin/keys", json=spec)
+    assert made.status_code == 201 and made.json()["models"] == spec["models"]
+    key = made.json()["key"]
+    listed = (await router.client.get("/v1/models", headers={"x-api-key": key})).json()["data"]
+    assert {m["id"] for m in listed if m["owned_by"] != "fusion-router"} == set(spec["models"])
+    async with httpx.AsyncClient() as direct:
+        seen = (await direct.get(f"{emu.url}/admin/stats")).json()["requests"]
+    refused = await router.chat(key, model="gpt-4.1")
+    _error(refused, 403, "model_not_allowed")
+    assert refused.json()["error"]["type"] == "permission_error" and "'gpt-4.1'" in refused.text
+    async with httpx.AsyncClient() as direct:  # refused before any provider was called
+        assert (await direct.get(f"{emu.url}/admin/stats")).json()["requests"] == seen
+    prompts = ["Write a Python function that merges two sorted lists.", "Write a sonnet about rain."]
+    for policy in ("auto", "auto:quality", "auto:cost"):
+        for prompt in prompts:
+            r = await router.chat(key, model=policy, messages=[{"role": "user", "content": prompt}])
+            assert r.status_code == 200, r.text
+            assert r.headers["x-fusion-model"] in spec["models"], (policy, prompt)
+            assert set(r.json()["fusion"]["candidates"]) <= set(spec["models"])
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    assert (await router.chat(key, tools=[tool])).headers["x-fusion-model"] == "gpt-4o-mini"
+    narrowed = await router.admin(
+        "PATCH", f"/v1/admin/keys/{made.json()['key_id']}", json={"models": ["llama-3.1-8b-instruct"]}
+    )
+    assert narrowed.json()["models"] == ["llama-3.1-8b-instruct"]
+    _error(await router.chat(key, tools=[tool]), 403, "model_not_allowed")  # none of its models has tools
+    wide = await router.admin("PATCH", f"/v1/admin/keys/{made.json()['key_id']}", json={"models": None})
+    assert wide.json()["models"] is None
+    assert (await router.chat(key, model="gpt-4.1")).status_code == 200
+    unknown = await router.admin("POST", "/v1/admin/keys", json={**spec, "models": ["gpt-5"]})
+    _error(unknown, 400, None)
+    assert unknown.json()["error"]["param"] == "models" and "unknown models gpt-5" in unknown.text
+
+
 async def test_every_ingress_replica_counts_against_one_limit(
     emu: EmulatorServer, config: FusionConfig, tmp_path: Path
 ) -> None:
@@ -401,6 +437,9 @@ async def test_feedback_on_auto_routed_answers_tunes_the_quality_target(
         ("PATCH", "/v1/admin/keys/abc", b"{}", 400),
         ("PATCH", "/v1/admin/keys/abc", b'{"rpm": -3}', 400),
         ("PATCH", "/v1/admin/keys/abc", b'{"rpm": 5}', 404),
+        ("PATCH", "/v1/admin/keys/abc", b'{"models": []}', 400),
+        ("PATCH", "/v1/admin/keys/abc", b'{"models": "gpt-4.1"}', 400),
+        ("PATCH", "/v1/admin/keys/abc", b'{"models": ["nope"]}', 400),
         ("GET", "/v1/router/feedback", b"", 405),
         ("PUT", "/v1/admin/keys", b"{}", 405),
     ],

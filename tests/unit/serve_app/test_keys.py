@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from serve_app.cli import cli
 from serve_app.config import DEFAULT_CONFIG_PATH
-from serve_app.keys import KEYS_SCHEMA, KeyRing, bearer
+from serve_app.keys import KEYS_SCHEMA, KeyRing, bearer, check_models
 from serve_app.ledger import Ledger
 
 
@@ -77,7 +77,7 @@ def test_bearer(authorization: str | None, x_api_key: str | None, expected: str 
 def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(KEYS_SCHEMA.replace(",\n    rpm         INTEGER", ""))
+    db.executescript(KEYS_SCHEMA.replace(",\n    rpm         INTEGER,\n    models      TEXT", ""))
     db.execute(
         "INSERT INTO api_keys VALUES ('id1', 'hash', 'fr-abcd…', 'team', 'name', NULL, NULL, 1.0, NULL)"
     )
@@ -85,16 +85,33 @@ def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) ->
     db.close()
     ledger = Ledger(path)
     old = ledger.keys.get("id1")
-    assert old is not None and old.rpm is None and old.team == "team"
-    _, made = ledger.keys.create("t", "n", rpm=60)
-    assert ledger.keys.get(made.key_id) == made and made.rpm == 60
-    assert ledger.keys.set_rpm("id1", 5) is not None and ledger.keys.snapshot()["hash"].rpm == 5
-    assert ledger.keys.set_rpm("nope", 5) is None
+    assert old is not None and old.rpm is None and old.models is None and old.team == "team"
+    _, made = ledger.keys.create("t", "n", rpm=60, models=("gpt-4o-mini",))
+    assert ledger.keys.get(made.key_id) == made and made.rpm == 60 and made.models == ("gpt-4o-mini",)
+    assert made.allows("gpt-4o-mini") and not made.allows("gpt-4.1") and old.allows("gpt-4.1")
+    assert ledger.keys.update("id1", {"rpm": 5, "models": ["a", "b"]}) is not None
+    assert ledger.keys.snapshot()["hash"].rpm == 5 and ledger.keys.snapshot()["hash"].models == ("a", "b")
+    changed = ledger.keys.update("id1", {"models": None})
+    assert changed is not None and changed.models is None and changed.rpm == 5  # rpm untouched
+    assert ledger.keys.update("nope", {"rpm": 5}) is None
     with pytest.raises(ValueError, match="rpm"):
         ledger.keys.create("t", "n", rpm=0)
     with pytest.raises(ValueError, match="rpm"):
-        ledger.keys.set_rpm("id1", 10**9)
+        ledger.keys.update("id1", {"rpm": 10**9})
+    with pytest.raises(ValueError, match="budget_usd"):
+        ledger.keys.update("id1", {"budget_usd": 1.0})
+    with pytest.raises(ValueError, match="empty"):
+        ledger.keys.update("id1", {"models": []})
     ledger.close()
+
+
+def test_model_lists_are_checked_against_the_configuration() -> None:
+    assert check_models(None, ["a"]) is None
+    assert check_models(["a", "b", "a"], ["a", "b", "c"]) == ("a", "b")
+    with pytest.raises(ValueError, match="unknown models x"):
+        check_models(["a", "x"], ["a"])
+    with pytest.raises(ValueError, match="empty"):
+        check_models([], ["a"])
 
 
 def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
@@ -105,10 +122,18 @@ def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
     made = run(cli, ["keys", "create", "--team", "t", "--name", "n", "--rpm", "30", "-c", str(config)])
     assert made.exit_code == 0, made.output
     key_id = made.output.split()[1]
-    assert "rpm=30" in run(cli, ["keys", "list", "-c", str(config)]).output
-    lifted = run(cli, ["keys", "limit", key_id, "-c", str(config)])
-    assert lifted.exit_code == 0 and "rpm=-" in lifted.output
+    assert "rpm=30      models=all" in run(cli, ["keys", "list", "-c", str(config)]).output
+    lifted = run(
+        cli, ["keys", "update", key_id, "--no-rpm", "--models", "gpt-4o-mini, gpt-4.1", "-c", str(config)]
+    )
+    assert lifted.exit_code == 0 and "rpm=-       models=gpt-4o-mini,gpt-4.1" in lifted.output
     listed = run(cli, ["keys", "list", "--json", "-c", str(config)]).output
-    assert '"rpm": null' in listed
-    assert run(cli, ["keys", "limit", key_id, "--rpm", "0", "-c", str(config)]).exit_code == 2
-    assert run(cli, ["keys", "limit", "unknown", "--rpm", "5", "-c", str(config)]).exit_code == 1
+    assert '"rpm": null' in listed and '"models": ["gpt-4o-mini", "gpt-4.1"]' in listed
+    assert "models=all" in run(cli, ["keys", "update", key_id, "--all-models", "-c", str(config)]).output
+    for bad in (["--rpm", "0"], ["--models", "gpt-5"], [], ["--rpm", "3", "--no-rpm"]):
+        assert run(cli, ["keys", "update", key_id, *bad, "-c", str(config)]).exit_code == 2, bad
+    assert run(cli, ["keys", "update", "unknown", "--rpm", "5", "-c", str(config)]).exit_code == 1
+    bad_create = run(
+        cli, ["keys", "create", "--team", "t", "--name", "n", "--models", "x", "-c", str(config)]
+    )
+    assert bad_create.exit_code == 2 and "unknown models x" in bad_create.output
