@@ -1,0 +1,185 @@
+"""Does a key's rate limit hold across ingress replicas, and what does it cost a request?
+
+    python -m benchmarks.rate_limits [--rpm 120] [--seconds 30] [--clients 8] [--rounds 300]
+
+Starts the emulator at zero latency and the full graph on a local Ray (num_cpus=2) with two
+ingress replicas (Serve spreads requests over both), the ledger in a temporary SQLite file, and
+three keys: one limited to ``--rpm`` requests a minute, one with a limit too high to reach, and
+one with none. Then:
+
+1. ``--clients`` concurrent clients send requests with the limited key, as fast as they are
+   answered, for ``--seconds``. GCRA admits a full bucket (``rpm``) at once and then ``rpm / 60``
+   a second, so over the run it should admit ``rpm x (1 + seconds / 60)``, give or take one
+   request and one second's refill; every refusal must be 429 ``rate_limit_exceeded`` with
+   ``Retry-After``;
+2. sequential requests, interleaved, with the key whose limit is never reached and the key with
+   none: the difference is what counting a request on the ledger costs.
+
+Writes benchmarks/results/rate_limits.json and rate_limits.png (admitted requests over time
+against the limit; latency CDFs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from benchmarks.budget import pct
+from benchmarks.harness import local_router
+from benchmarks.report import pyplot, write_result
+from serve_app.config import DEFAULT_CONFIG_PATH
+from serve_app.ledger import Ledger
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BODY = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Name a river."}]}
+INGRESS_REPLICAS = 2
+
+
+def write_config(workdir: Path) -> Path:
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["providers"]["meta"] = {"kind": "openai_compatible", "api_key_env": "FUSION_LLAMA_API_KEY"}
+    data["deployments"]["provider_overrides"] = {}
+    data["deployments"]["ingress"] = {"num_replicas": INGRESS_REPLICAS, "num_cpus": 0.1}
+    data["ledger"] = {"path": str(workdir / "ledger.db")}
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def hammer(router: str, key: str, clients: int, seconds: float) -> list[dict[str, Any]]:
+    """Closed loop: each client sends its next request when the last is answered."""
+    headers = {"authorization": f"Bearer {key}"}
+    start = time.monotonic()
+    out: list[dict[str, Any]] = []
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while time.monotonic() - start < seconds:
+            r = await client.post(f"{router}/v1/chat/completions", json=BODY, headers=headers)
+            error = r.json().get("error", {}) if r.status_code != 200 else {}
+            out.append(
+                {
+                    "at_s": time.monotonic() - start,
+                    "status": r.status_code,
+                    "code": error.get("code"),
+                    "retry_after": r.headers.get("retry-after"),
+                }
+            )
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients)) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+    return out
+
+
+async def sequential(router: str, keys: dict[str, str], rounds: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {name: [] for name in keys}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for i in range(rounds + 20):
+            for name, key in keys.items():
+                t0 = time.perf_counter()
+                r = await client.post(
+                    f"{router}/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
+                )
+                if r.status_code == 200 and i >= 20:  # the first 20 rounds warm up
+                    out[name].append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def plot(
+    result: dict[str, Any], sent: list[dict[str, Any]], latencies: dict[str, list[float]], path: Path
+) -> None:
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    ok = sorted(s["at_s"] for s in sent if s["status"] == 200)
+    a.step(ok, range(1, len(ok) + 1), where="post", label="admitted")
+    rpm, seconds = result["rpm"], result["seconds"]
+    xs = [0.0, seconds]
+    a.plot(xs, [rpm + rpm * x / 60 for x in xs], "r--", lw=1, label="limit: rpm x (1 + t / 60)")
+    a.set_xlabel("seconds")
+    a.set_ylabel("requests admitted")
+    a.set_title(f"{result['clients']} clients, {INGRESS_REPLICAS} ingress replicas, rpm {rpm}")
+    a.legend()
+    for name, values in latencies.items():
+        ordered = sorted(values)
+        b.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=name)
+    b.set_xlabel("request latency, ms (emulator at zero latency)")
+    b.set_ylabel("CDF")
+    b.set_title("what the limit costs a request")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rpm", type=int, default=120)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=300, help="sequential requests per key (cost)")
+    parser.add_argument("--out", default=str(RESULTS / "rate_limits.json"))
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="fusion-rate-"))
+    config_path = write_config(workdir)
+    ledger = Ledger(workdir / "ledger.db")
+    limited = ledger.keys.create("bench", "limited", rpm=args.rpm)[0]
+    roomy = ledger.keys.create("bench", "roomy", rpm=10_000_000)[0]
+    free = ledger.keys.create("bench", "free")[0]
+    ledger.close()
+
+    with local_router(latency_scale=0.0, config_path=str(config_path)) as (router, _):
+        sent = asyncio.run(hammer(router, limited, args.clients, args.seconds))
+        latencies = asyncio.run(
+            sequential(router, {"limited (never reached)": roomy, "no limit": free}, args.rounds)
+        )
+
+    admitted = sum(s["status"] == 200 for s in sent)
+    last = max(s["at_s"] for s in sent if s["status"] == 200)
+    expected = args.rpm * (1 + last / 60)
+    refused = [s for s in sent if s["status"] != 200]
+    limited_ms, free_ms = latencies["limited (never reached)"], latencies["no limit"]
+    result = {
+        "rpm": args.rpm,
+        "seconds": args.seconds,
+        "clients": args.clients,
+        "ingress_replicas": INGRESS_REPLICAS,
+        "sent": len(sent),
+        "admitted": admitted,
+        "expected_admitted": round(expected, 1),  # rpm x (1 + t/60) at the last admitted request
+        "admitted_over_expected": round(admitted / expected, 4),
+        "refused": len(refused),
+        "refused_codes": sorted({f"{s['status']} {s['code']}" for s in refused}),
+        "refusals_without_retry_after": sum(s["retry_after"] is None for s in refused),
+        "cost_per_request": {
+            "rounds": len(limited_ms),
+            "limited_p50_ms": statistics.median(limited_ms),
+            "limited_p99_ms": pct(limited_ms, 0.99),
+            "no_limit_p50_ms": statistics.median(free_ms),
+            "no_limit_p99_ms": pct(free_ms, 0.99),
+            "added_p50_ms": statistics.median(limited_ms) - statistics.median(free_ms),
+            "added_p99_ms": pct(limited_ms, 0.99) - pct(free_ms, 0.99),
+        },
+        "goals": {
+            # within one request plus one second's refill (times are taken at the answer, not the count)
+            "limit_holds": abs(admitted - expected) <= 1.0 + args.rpm / 60,
+            "every_refusal_is_429_rate_limit_exceeded": all(
+                s["status"] == 429 and s["code"] == "rate_limit_exceeded" for s in refused
+            ),
+        },
+        "machine": f"{os.cpu_count()} CPUs, emulator and graph on 127.0.0.1",
+    }
+    write_result(Path(args.out), result, lambda r, path: plot(r, sent, latencies, path))
+
+
+if __name__ == "__main__":
+    main()
