@@ -4,15 +4,18 @@
 
 Starts the emulator at zero latency and the full graph on a local Ray (num_cpus=2) with two
 ingress replicas (Serve spreads requests over both), the ledger in a temporary SQLite file, and
-three keys: one limited to ``--rpm`` requests a minute, one with a limit too high to reach, and
-one with none. Then:
+four keys: one limited to ``--rpm`` requests a minute, one to ``--tpm`` tokens a minute, one
+with a request limit too high to reach, and one with none. Then:
 
 1. ``--clients`` concurrent clients send requests with the limited key, as fast as they are
    answered, for ``--seconds``. GCRA admits a full bucket (``rpm``) at once and then ``rpm / 60``
    a second, so over the run it should admit ``rpm x (1 + seconds / 60)``, give or take one
    request and one second's refill; every refusal must be 429 ``rate_limit_exceeded`` with
    ``Retry-After``;
-2. sequential requests, interleaved, with the key whose limit is never reached and the key with
+2. the same with the token-limited key: the prompts' and answers' tokens of the admitted requests
+   should come to ``tpm x (1 + seconds / 60)``, give or take the answers in flight when the
+   bucket ran dry (an answer's tokens are charged after it, and may overdraw);
+3. sequential requests, interleaved, with the key whose limit is never reached and the key with
    none: the difference is what counting a request on the ledger costs.
 
 Writes benchmarks/results/rate_limits.json and rate_limits.png (admitted requests over time
@@ -71,6 +74,8 @@ async def hammer(router: str, key: str, clients: int, seconds: float) -> list[di
                     "status": r.status_code,
                     "code": error.get("code"),
                     "retry_after": r.headers.get("retry-after"),
+                    "output_tokens": r.json()["usage"]["completion_tokens"] if r.status_code == 200 else 0,
+                    "remaining_tokens": r.headers.get("x-ratelimit-remaining-tokens"),
                 }
             )
 
@@ -123,6 +128,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rpm", type=int, default=120)
+    parser.add_argument("--tpm", type=int, default=6000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=300, help="sequential requests per key (cost)")
@@ -133,12 +139,14 @@ def main() -> None:
     config_path = write_config(workdir)
     ledger = Ledger(workdir / "ledger.db")
     limited = ledger.keys.create("bench", "limited", rpm=args.rpm)[0]
+    tokens = ledger.keys.create("bench", "tokens", tpm=args.tpm)[0]
     roomy = ledger.keys.create("bench", "roomy", rpm=10_000_000)[0]
     free = ledger.keys.create("bench", "free")[0]
     ledger.close()
 
     with local_router(latency_scale=0.0, config_path=str(config_path)) as (router, _):
         sent = asyncio.run(hammer(router, limited, args.clients, args.seconds))
+        sent_tokens = asyncio.run(hammer(router, tokens, args.clients, args.seconds))
         latencies = asyncio.run(
             sequential(router, {"limited (never reached)": roomy, "no limit": free}, args.rounds)
         )
@@ -148,6 +156,13 @@ def main() -> None:
     expected = args.rpm * (1 + last / 60)
     refused = [s for s in sent if s["status"] != 200]
     limited_ms, free_ms = latencies["limited (never reached)"], latencies["no limit"]
+    # tokens: each admitted request spent its prompt (the router's estimate: the first answer's
+    # limit minus remaining, from a full bucket) and its answer
+    ok_tokens = sorted((s for s in sent_tokens if s["status"] == 200), key=lambda s: s["at_s"])
+    prompt = args.tpm - int(ok_tokens[0]["remaining_tokens"])
+    spent_tokens = sum(prompt + s["output_tokens"] for s in ok_tokens)
+    allowed_tokens = args.tpm * (1 + ok_tokens[-1]["at_s"] / 60)
+    largest = prompt + max(s["output_tokens"] for s in ok_tokens)
     result = {
         "rpm": args.rpm,
         "seconds": args.seconds,
@@ -160,6 +175,18 @@ def main() -> None:
         "refused": len(refused),
         "refused_codes": sorted({f"{s['status']} {s['code']}" for s in refused}),
         "refusals_without_retry_after": sum(s["retry_after"] is None for s in refused),
+        "tokens": {
+            "tpm": args.tpm,
+            "sent": len(sent_tokens),
+            "admitted": len(ok_tokens),
+            "prompt_tokens_counted": prompt,
+            "spent_tokens": spent_tokens,  # prompts and answers of the admitted requests
+            "allowed_tokens": round(allowed_tokens, 1),  # tpm x (1 + t/60) at the last admitted request
+            "spent_over_allowed": round(spent_tokens / allowed_tokens, 4),
+            "refused_codes": sorted(
+                {f"{s['status']} {s['code']}" for s in sent_tokens if s["status"] != 200}
+            ),
+        },
         "cost_per_request": {
             "rounds": len(limited_ms),
             "limited_p50_ms": statistics.median(limited_ms),
@@ -173,8 +200,13 @@ def main() -> None:
             # within one request plus one second's refill (times are taken at the answer, not the count)
             "limit_holds": abs(admitted - expected) <= 1.0 + args.rpm / 60,
             "every_refusal_is_429_rate_limit_exceeded": all(
-                s["status"] == 429 and s["code"] == "rate_limit_exceeded" for s in refused
+                s["status"] == 429 and s["code"] == "rate_limit_exceeded"
+                for s in refused + [s for s in sent_tokens if s["status"] != 200]
             ),
+            # the last answers may overdraw by what one request spends per client in flight
+            "token_limit_holds": allowed_tokens - largest
+            <= spent_tokens
+            <= allowed_tokens + args.clients * largest,
         },
         "machine": f"{os.cpu_count()} CPUs, emulator and graph on 127.0.0.1",
     }

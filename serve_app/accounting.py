@@ -2,9 +2,9 @@
 
 - ``authenticate``: the key from ``Authorization: Bearer`` (or ``x-api-key``) against the replica's
   copy of the key table (``KeyRing``), refreshed every ``auth.refresh_interval_s``: no call.
-- ``limit``: for a key with a rate limit (``rpm``), one request counted on the ledger's limiter
-  before anything else is done for it (``serve_app/rate_limits.py``); refused: 429
-  rate_limit_exceeded.
+- ``limit``: for a key with rate limits (``rpm``, ``tpm``), the request and its prompt's tokens
+  counted on the ledger's limiter before any work is done for it (``serve_app/rate_limits.py``);
+  refused: 429 rate_limit_exceeded.
 - ``admit``: when a budget applies to the request (global, its team's, its key's), reserve the
   worst case of the candidates it may be served by, on the ledger, before any provider is
   called; refused: 429 insufficient_quota. A request under a budget that sets no output limit
@@ -35,6 +35,7 @@ from serve_app.keys import KeyRecord, KeyRing, Period, bearer
 from serve_app.ledger import Admission, Charge, Ledger
 from serve_app.pricing import worst_case_usd
 from serve_app.rate_limits import RateDecision
+from serve_app.rate_limits import headers as rate_headers
 from serve_app.route_info import RouteInfo
 from serve_app.schemas import ChatCompletionRequest
 
@@ -55,7 +56,9 @@ class LedgerClient(Protocol):
     async def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
     ) -> Admission: ...
-    async def take(self, key_id: str, rpm: int) -> RateDecision: ...
+    async def take(
+        self, key_id: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> list[RateDecision]: ...
     async def settle(self, charges: list[Charge]) -> int: ...
     async def directory(self) -> Directory: ...
     async def create_key(
@@ -66,6 +69,7 @@ class LedgerClient(Protocol):
         period: Period | None,
         rpm: int | None = None,
         models: tuple[str, ...] | None = None,
+        tpm: int | None = None,
     ) -> tuple[str, KeyRecord]: ...
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
@@ -86,8 +90,8 @@ class LocalLedgerClient:
     ) -> Admission:
         return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
 
-    async def take(self, key_id: str, rpm: int) -> RateDecision:
-        return self.ledger.take(key_id, rpm)
+    async def take(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> list[RateDecision]:
+        return self.ledger.take(key_id, rpm, tpm, tokens)
 
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
@@ -103,8 +107,9 @@ class LocalLedgerClient:
         period: Period | None,
         rpm: int | None = None,
         models: tuple[str, ...] | None = None,
+        tpm: int | None = None,
     ) -> tuple[str, KeyRecord]:
-        return self.ledger.keys.create(team, name, budget_usd, period, rpm, models)
+        return self.ledger.keys.create(team, name, budget_usd, period, rpm, models, tpm)
 
     async def list_keys(self) -> list[KeyRecord]:
         return self.ledger.keys.list()
@@ -176,16 +181,19 @@ class Accountant:
 
     # -- how often ----------------------------------------------------------------------------------
 
-    async def limit(self, key: KeyRecord | None) -> RateDecision | None:
-        """Count one request against the key's ``rpm`` on the ledger (one limiter for every ingress
-        replica); over the limit: 429 rate_limit_exceeded with Retry-After. A key without a limit
+    async def limit(self, key: KeyRecord | None, chat: ChatCompletionRequest) -> list[RateDecision]:
+        """Count the request against the key's ``rpm`` and its prompt's tokens against its ``tpm``,
+        on the ledger (one limiter for every ingress replica; the answer's tokens are charged when
+        it settles); over a limit: 429 rate_limit_exceeded with Retry-After. A key without limits
         costs nothing. When the ledger does not answer in time the request goes on unlimited (a
         rate limit protects capacity, not money: budgets still fail closed) and a warning is logged."""
-        if key is None or key.rpm is None:
-            return None
+        if key is None or (key.rpm is None and key.tpm is None):
+            return []
+        tokens = chat.prompt_tokens_upper() if key.tpm is not None else 0
         try:
-            decision = await asyncio.wait_for(
-                self.ledger.take(key.key_id, key.rpm), timeout=self.config.budgets.reserve_timeout_s
+            decisions = await asyncio.wait_for(
+                self.ledger.take(key.key_id, key.rpm, key.tpm, tokens),
+                timeout=self.config.budgets.reserve_timeout_s,
             )
         except Exception as exc:  # timeout, or the actor restarting
             self._limit_failures += 1
@@ -195,14 +203,21 @@ class Accountant:
                     self._limit_failures,
                     type(exc).__name__,
                 )
-            return None
-        if not decision.allowed:
-            raise RateLimitError(
-                f"Rate limit reached for key '{key.name}' ({key.key_id}): {decision.limit} requests per "
-                f"minute. Retry after {decision.retry_after_s:.2f} s.",
-                headers=decision.headers(),
-            )
-        return decision
+            return []
+        refused = [d for d in decisions if not d.allowed]
+        if refused:
+            first = max(refused, key=lambda d: (d.never, d.retry_after_s))
+            who = f"key '{key.name}' ({key.key_id})"
+            what = f"Rate limit reached for {who}: {first.limit} {first.unit} per minute."
+            if first.never:
+                what = (
+                    f"Request too large for {who}: its prompt is about {tokens} "
+                    f"tokens, more than its limit of {first.limit} tokens per minute. Shorten it."
+                )
+            else:
+                what += f" Retry after {first.retry_after_s:.2f} s."
+            raise RateLimitError(what, headers=rate_headers(decisions))
+        return decisions
 
     # -- may they spend -------------------------------------------------------------------------------
 

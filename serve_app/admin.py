@@ -25,7 +25,7 @@ from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
-from serve_app.keys import MAX_RPM, KeyRecord, Period, check_models
+from serve_app.keys import MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
 
 
@@ -42,6 +42,7 @@ class NewKey(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
     period: Period | None = None
     rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; unset: no limit")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute; unset: no limit")
     models: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="the models it may use; unset: all"
     )
@@ -52,6 +53,7 @@ class KeyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
     rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; null: no limit")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute; null: no limit")
     models: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="the models it may use; null: all"
     )
@@ -148,7 +150,7 @@ def add_router_routes(
             raise InvalidRequestError("A key budget needs both budget_usd and period (day or month).")
         models = _models(spec.models)
         key, record = await acc.ledger.create_key(
-            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm, models
+            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm, models, spec.tpm
         )
         await acc.refresh()
         return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
@@ -167,7 +169,7 @@ def add_router_routes(
         acc = admin(request)
         spec: KeyUpdate = _parse(KeyUpdate, await _json(request))
         if not spec.model_fields_set:
-            raise InvalidRequestError("Nothing to change: send rpm, models or both.")
+            raise InvalidRequestError("Nothing to change: send rpm, tpm or models.")
         changes = spec.model_dump(include=spec.model_fields_set)
         if "models" in changes:
             changes["models"] = _models(spec.models)

@@ -54,6 +54,7 @@ from serve_app.openapi_doc import (
     error_responses,
     json_body,
 )
+from serve_app.rate_limits import headers as rate_headers
 from serve_app.route_info import RouteInfo
 from serve_app.routing import POLICIES
 from serve_app.schemas import ChatCompletionRequest, chunk_body, completion_body, parse_request, usage_body
@@ -194,9 +195,9 @@ def create_api(
         arrived = time.monotonic()
         key = caller(request)
         try:
-            rate = await accountant.limit(key) if accountant is not None else None
             body = await read_body(request, config.server.max_body_bytes)
             chat = parse_request(decode_json(body))
+            rate = rate_headers(await accountant.limit(key, chat)) if accountant is not None else {}
             request_id = f"chatcmpl-{uuid.uuid4().hex}"
             pressure = accountant.under_pressure(key) if accountant is not None else False
             allowed = key.models if key is not None else None
@@ -218,7 +219,7 @@ def create_api(
                     media_type="text/event-stream",
                     headers={
                         **info.headers(),
-                        **(rate.headers() if rate else {}),
+                        **rate,
                         "cache-control": "no-cache",
                         "x-accel-buffering": "no",
                     },
@@ -241,7 +242,7 @@ def create_api(
             info.body(),
             result.tool_calls,
         )
-        return JSONResponse(payload, headers={**info.headers(), **(rate.headers() if rate else {})})
+        return JSONResponse(payload, headers={**info.headers(), **rate})
 
     document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=[*POLICIES, *config.models])
     return app

@@ -38,6 +38,9 @@ def create(
     budget_usd: Annotated[float | None, typer.Option(help="the key's own budget, USD per period")] = None,
     period: Annotated[Literal["day", "month"] | None, typer.Option(help="the budget's period")] = None,
     rpm: Annotated[int | None, typer.Option(help="requests a minute (unset: no limit)")] = None,
+    tpm: Annotated[
+        int | None, typer.Option(help="tokens a minute, prompt and answer (unset: no limit)")
+    ] = None,
     models: Annotated[str | None, typer.Option(help="comma-separated models it may use (unset: all)")] = None,
     config_path: ConfigOption = None,
 ) -> None:
@@ -45,7 +48,7 @@ def create(
     config, ledger = open_ledger(config_path)
     try:
         allowed = check_models(_split(models), config.models)
-        key, record = ledger.keys.create(team, name, budget_usd, period, rpm, allowed)
+        key, record = ledger.keys.create(team, name, budget_usd, period, rpm, allowed, tpm)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -79,19 +82,26 @@ def list_keys(
 def update(
     key_id: str,
     rpm: Annotated[int | None, typer.Option(help="requests a minute")] = None,
-    no_rpm: Annotated[bool, typer.Option("--no-rpm", help="remove the rate limit")] = False,
+    no_rpm: Annotated[bool, typer.Option("--no-rpm", help="remove the request limit")] = False,
+    tpm: Annotated[int | None, typer.Option(help="tokens a minute")] = None,
+    no_tpm: Annotated[bool, typer.Option("--no-tpm", help="remove the token limit")] = False,
     models: Annotated[str | None, typer.Option(help="comma-separated models it may use")] = None,
     all_models: Annotated[bool, typer.Option("--all-models", help="let it use every model")] = False,
     config_path: ConfigOption = None,
 ) -> None:
     """Change a key's limits (a running router applies them within auth.refresh_interval_s)."""
     changes: dict[str, Any] = {}
-    if rpm is not None or no_rpm:
-        changes["rpm"] = None if no_rpm else rpm
-    if models is not None or all_models:
-        changes["models"] = None if all_models else _split(models)
-    if not changes or (no_rpm and rpm is not None) or (all_models and models is not None):
-        typer.echo("error: give --rpm N or --no-rpm, and/or --models A,B or --all-models", err=True)
+    pairs = {"rpm": (rpm, no_rpm), "tpm": (tpm, no_tpm), "models": (_split(models), all_models)}
+    for field, (value, remove) in pairs.items():
+        if value is not None and remove:
+            typer.echo(f"error: {field}: give a value or remove it, not both", err=True)
+            raise typer.Exit(2)
+        if value is not None or remove:
+            changes[field] = value
+    if not changes:
+        typer.echo(
+            "error: nothing to change: --rpm/--no-rpm, --tpm/--no-tpm, --models/--all-models", err=True
+        )
         raise typer.Exit(2)
     config, ledger = open_ledger(config_path)
     try:
@@ -115,7 +125,8 @@ def _split(models: str | None) -> list[str] | None:
 
 def _limits(r: KeyRecord) -> str:
     rpm = "-" if r.rpm is None else str(r.rpm)
-    return f"rpm={rpm:7} models={'all' if r.models is None else ','.join(r.models)}"
+    tpm = "-" if r.tpm is None else str(r.tpm)
+    return f"rpm={rpm:7} tpm={tpm:9} models={'all' if r.models is None else ','.join(r.models)}"
 
 
 @keys_cli.command("revoke")

@@ -12,7 +12,7 @@ Every error a client sees is rendered from this tree into OpenAI's envelope
     ├── MethodNotAllowedError               405  invalid_request_error
     ├── PayloadTooLargeError                413  invalid_request_error / request_too_large
     ├── PermissionDeniedError               403  permission_error (admin endpoints, bad admin key)
-    ├── RateLimitError                      429  rate_limit_error / rate_limit_exceeded (a key's rpm;
+    ├── RateLimitError                      429  rate_limit_error / rate_limit_exceeded (a key's rpm/tpm;
     │                                            Retry-After and x-ratelimit-* headers)
     ├── BudgetExceededError                 429  insufficient_quota / insufficient_quota
     │                                            (names the exhausted budget; Retry-After when it resets)
@@ -113,8 +113,9 @@ class PayloadTooLargeError(FusionError):
 
 
 class RateLimitError(FusionError):
-    """The key sent more requests a minute than its ``rpm`` allows (``serve_app/rate_limits.py``);
-    the headers say when the next one is admitted (Retry-After) and the limit's state."""
+    """The key sent more requests or tokens a minute than its ``rpm`` or ``tpm`` allows
+    (``serve_app/rate_limits.py``); the headers say when the request would be admitted
+    (Retry-After, absent when its prompt alone is more than the key's tpm) and each limit's state."""
 
     status = 429
     type = "rate_limit_error"

@@ -2,8 +2,8 @@
 
 A key is ``fr-`` followed by 43 URL-safe characters (256 random bits). The store keeps its SHA-256
 (a key has full entropy, so a slow password hash would add nothing), a short prefix to tell keys
-apart in listings, its team, name, optional budget, its limits (``rpm``, requests a minute; the
-``models`` it may use) and whether it is revoked. The plain key is shown once, when it is
+apart in listings, its team, name, optional budget, its limits (``rpm`` requests and ``tpm`` tokens
+a minute; the ``models`` it may use) and whether it is revoked. The plain key is shown once, when it is
 created, and never again: not in listings, logs, responses or metrics.
 
 ``KeyStore`` lives in the ledger's SQLite file (``serve_app/ledger.py`` opens it); the CLI and the
@@ -40,11 +40,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at  REAL NOT NULL,
     revoked_at  REAL,
     rpm         INTEGER,
-    models      TEXT
+    models      TEXT,
+    tpm         INTEGER
 );
 """
-COLUMNS = "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models"
-ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT"}  # since the first key tables
+COLUMNS = "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm"
+ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT", "tpm": "INTEGER"}  # since the first key tables
 
 
 class AuthConfig(BaseModel):
@@ -75,11 +76,14 @@ def new_key() -> str:
 
 
 MAX_RPM = 10_000_000  # requests a minute: far past what one router serves; a bound on typos
+MAX_TPM = 10_000_000_000  # tokens a minute, likewise
 
 
-def _check_rpm(rpm: int | None) -> None:
+def _check_limits(rpm: int | None, tpm: int | None) -> None:
     if rpm is not None and not 1 <= rpm <= MAX_RPM:
         raise ValueError(f"a rate limit (rpm) must be 1 to {MAX_RPM:_} requests a minute")
+    if tpm is not None and not 1 <= tpm <= MAX_TPM:
+        raise ValueError(f"a token limit (tpm) must be 1 to {MAX_TPM:_} tokens a minute")
 
 
 def check_models(models: Sequence[str] | None, known: Iterable[str]) -> tuple[str, ...] | None:
@@ -109,6 +113,7 @@ class KeyRecord:
     revoked_at: float | None
     rpm: int | None = None  # requests a minute (serve_app/rate_limits.py); None: no limit
     models: tuple[str, ...] | None = None  # the models it may use, directly or routed; None: all
+    tpm: int | None = None  # tokens a minute, prompt and answer (serve_app/rate_limits.py); None: no limit
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -125,7 +130,7 @@ class KeyRecord:
 
 
 def _record(row: Sequence[Any]) -> KeyRecord:
-    key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models = row
+    key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm = row
     return KeyRecord(
         key_id,
         shown,
@@ -137,6 +142,7 @@ def _record(row: Sequence[Any]) -> KeyRecord:
         revoked_at,
         rpm,
         None if models is None else tuple(json.loads(models)),
+        tpm,
     )
 
 
@@ -160,6 +166,7 @@ class KeyStore:
         period: Period | None = None,
         rpm: int | None = None,
         models: Sequence[str] | None = None,
+        tpm: int | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key and its record; the plain key is returned here and nowhere else. ``models``
         must have been checked against the configuration (``check_models``)."""
@@ -169,7 +176,7 @@ class KeyStore:
             raise ValueError("a key budget needs both an amount and a period (day or month)")
         if budget_usd is not None and budget_usd < 0:
             raise ValueError("a budget cannot be negative")
-        _check_rpm(rpm)
+        _check_limits(rpm, tpm)
         if models is not None and not models:
             raise ValueError("a key's model list cannot be empty")
         key = new_key()
@@ -184,11 +191,12 @@ class KeyStore:
             revoked_at=None,
             rpm=rpm,
             models=None if models is None else tuple(models),
+            tpm=tpm,
         )
         with self.db:
             self.db.execute(
                 "INSERT INTO api_keys (key_id, key_hash, shown, team, name, budget_usd, period, "
-                "created_at, revoked_at, rpm, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, revoked_at, rpm, models, tpm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.key_id,
                     hash_key(key),
@@ -201,6 +209,7 @@ class KeyStore:
                     None,
                     rpm,
                     None if models is None else json.dumps(list(models)),
+                    tpm,
                 ),
             )
         return key, record
@@ -214,13 +223,12 @@ class KeyStore:
         return self.get(key_id)
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        """Change a key's limits: ``rpm`` and ``models`` (None removes either). None when there is no
-        such key. ``models`` must have been checked against the configuration."""
+        """Change a key's limits: ``rpm``, ``tpm`` and ``models`` (None removes one). None when there
+        is no such key. ``models`` must have been checked against the configuration."""
         unknown = set(changes) - set(ADDED_COLUMNS)
         if unknown:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
-        if "rpm" in changes:
-            _check_rpm(changes["rpm"])
+        _check_limits(changes.get("rpm"), changes.get("tpm"))
         values = dict(changes)
         if values.get("models") is not None:
             if not values["models"]:

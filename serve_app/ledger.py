@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.keys import KeyStore, Period
-from serve_app.rate_limits import RateDecision, RateLimiter
+from serve_app.rate_limits import RateDecision, RateLimiter, Want
 from serve_app.tuning import TuningStore
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -237,7 +237,7 @@ class Ledger:
         self._usage: dict[str, _Usage] = {}
         self._holds: dict[str, _Hold] = {}
         self._load_holds()
-        self.rates = RateLimiter()  # per-key rpm; in memory (serve_app/rate_limits.py)
+        self.rates = RateLimiter()  # per-key rpm and tpm; in memory (serve_app/rate_limits.py)
 
     def configure(
         self, budgets: Iterable[Budget], quality_targets: Mapping[str, float] | None = None
@@ -319,9 +319,15 @@ class Ledger:
             self._usage_of(b, now).reserved += amount_usd
         return Admission(True, amount_usd, pressure=pressure)
 
-    def take(self, key_id: str, rpm: int) -> RateDecision:
-        """One request of a key with a rate limit: admitted or refused, with the limit's state."""
-        return self.rates.take(key_id, rpm)
+    def take(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> list[RateDecision]:
+        """One request of a key with limits, ``tokens`` its prompt's: admitted against all of them or
+        refused, with each limit's state. Its answer's tokens are charged when it settles."""
+        wants = []
+        if rpm is not None:
+            wants.append(Want(f"requests:{key_id}", rpm))
+        if tpm is not None:
+            wants.append(Want(f"tokens:{key_id}", tpm, tokens, "tokens"))
+        return self.rates.take(*wants)
 
     def settle(self, charges: Iterable[Charge]) -> int:
         """Record real costs and release their holds, all in one transaction. A charge already
@@ -360,6 +366,8 @@ class Ledger:
                 self._release(charge.request_id)
             if recorded:
                 self._add_spend(charge, now)
+                if charge.key_id is not None:  # the answer's tokens, against the key's tpm if it has one
+                    self.rates.charge(f"tokens:{charge.key_id}", charge.output_tokens)
         return sum(1 for _, recorded, _ in done if recorded)
 
     def _release(self, request_id: str) -> None:

@@ -1,16 +1,20 @@
-"""Per-key request rate limits: ``rpm`` requests a minute, set on the key (``fusion keys create
---rpm``, or ``rpm`` in ``POST /v1/admin/keys``).
+"""Per-key rate limits: ``rpm`` requests and ``tpm`` tokens a minute, set on the key (``fusion keys
+create --rpm --tpm``, ``fusion keys update``, or the admin endpoints).
 
-The limiter is GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp per
-key): a key with ``rpm`` = R may send R requests at once, and then one every 60/R s. Over the
-limit, the request is refused with 429 ``rate_limit_exceeded`` before anything is done for it (no
-classification, no budget hold, no provider call), with ``Retry-After`` saying when the next one
-is admitted. Every response to a limited key carries OpenAI's ``x-ratelimit-*-requests`` headers.
+Each limit is a GCRA bucket (the generic cell rate algorithm: a token bucket kept as one timestamp,
+the time at which it is full again): a key with ``rpm`` = R may send R requests at once, and then
+one every 60/R s. Tokens count as OpenAI counts them, prompt and answer: the prompt's (the router's
+upper estimate) when the request is admitted, the answer's when it settles (``charge``), which may
+take the bucket into debt that later requests wait out. A request is admitted against all its
+key's limits or refused with 429 ``rate_limit_exceeded`` having spent none, before it is
+classified, held against a budget or sent to a provider, with ``Retry-After`` saying when it would
+be admitted (none when its prompt alone is more than a full bucket). Every answer to a limited key
+carries OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers.
 
-It lives in the BudgetLedger actor, next to the key table: one limiter for all the ingress
-replicas, so the limit holds whatever their number. A key without ``rpm`` costs no call. The
-state is in memory only: a limit a minute long has nothing worth keeping across a restart (the
-restarted actor forgets at most one minute's count, the same as a bucket refilled).
+The buckets live in the BudgetLedger actor, next to the key table: one limiter for all the ingress
+replicas, so the limits hold whatever their number. A key without limits costs no call. The state
+is in memory only: a limit a minute long has nothing worth keeping across a restart (the restarted
+actor forgets at most one minute's count, the same as a bucket refilled).
 """
 
 from __future__ import annotations
@@ -25,25 +29,36 @@ WINDOW_S = 60.0
 
 @dataclass(frozen=True)
 class RateDecision:
-    """The answer for one request under a limit of ``limit`` requests per minute."""
+    """The answer for one request under one limit: ``limit`` requests (or tokens) a minute."""
 
     allowed: bool
     limit: int
-    remaining: int  # requests that could be sent right now, after this one
-    reset_s: float  # until the bucket is full again (every spent request refilled)
-    retry_after_s: float = 0.0  # refused: until the next request is admitted
+    remaining: int  # units that could be spent right now, after this request
+    reset_s: float  # until the bucket is full again (everything spent refilled)
+    retry_after_s: float = 0.0  # refused: until this request would be admitted
+    unit: str = "requests"  # or "tokens"
+    never: bool = False  # refused: the request alone needs more than a full bucket holds
 
     def headers(self) -> dict[str, str]:
-        """OpenAI's names: x-ratelimit-{limit,remaining,reset}-requests; Retry-After when refused."""
+        """OpenAI's names: x-ratelimit-{limit,remaining,reset}-{requests,tokens}; Retry-After
+        when refused (unless waiting cannot help)."""
         out = {
-            "x-ratelimit-limit-requests": str(self.limit),
-            "x-ratelimit-remaining-requests": str(self.remaining),
-            "x-ratelimit-reset-requests": _duration(self.reset_s),
+            f"x-ratelimit-limit-{self.unit}": str(self.limit),
+            f"x-ratelimit-remaining-{self.unit}": str(self.remaining),
+            f"x-ratelimit-reset-{self.unit}": _duration(self.reset_s),
         }
-        if not self.allowed:
+        if not self.allowed and not self.never:
             out["retry-after"] = str(max(1, math.ceil(self.retry_after_s)))
             out["retry-after-ms"] = str(max(1, math.ceil(self.retry_after_s * 1000)))
         return out
+
+
+def headers(decisions: list[RateDecision]) -> dict[str, str]:
+    """Every limit's headers; Retry-After from the refusal that waits longest."""
+    out: dict[str, str] = {}
+    for d in sorted(decisions, key=lambda d: d.retry_after_s if not d.allowed else -1.0):
+        out.update(d.headers())
+    return out
 
 
 def _duration(seconds: float) -> str:
@@ -56,38 +71,68 @@ def _duration(seconds: float) -> str:
     return f"{int(minutes)}m{rest:.0f}s"
 
 
+@dataclass(frozen=True)
+class Want:
+    """``cost`` units from the bucket ``bucket`` that holds ``limit`` units a minute."""
+
+    bucket: str
+    limit: int
+    cost: int = 1
+    unit: str = "requests"
+
+
 class RateLimiter:
-    """GCRA per key: ``take`` admits or refuses one request. A request counts once admitted here,
-    whatever happens to it next. Not thread-safe: one event loop owns it."""
+    """GCRA buckets: ``take`` admits a request against all its limits at once, or refuses it
+    without spending any; ``charge`` spends afterwards what only the answer told (output tokens),
+    possibly into debt, which later requests wait out. A request counts once admitted, whatever
+    happens to it next. Not thread-safe: one event loop owns it."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._tat: dict[str, float] = {}  # key -> theoretical arrival time of the next request
+        # bucket -> (theoretical arrival time: when the bucket is full again, its limit)
+        self._state: dict[str, tuple[float, int]] = {}
         self._takes = 0
 
-    def take(self, key: str, rpm: int) -> RateDecision:
-        if rpm <= 0:
-            raise ValueError("rpm must be positive")
+    def take(self, *wants: Want) -> list[RateDecision]:
         now = self.clock()
-        interval = WINDOW_S / rpm
-        tolerance = WINDOW_S - interval  # a full bucket admits rpm requests at once
-        tat = max(self._tat.get(key, now), now)
-        if tat - now > tolerance + 1e-9:
-            wait = tat - now - tolerance
-            return RateDecision(False, rpm, 0, tat - now, wait)
-        new_tat = tat + interval
-        self._tat[key] = new_tat
-        self._forget(now)
-        remaining = math.floor((tolerance - (new_tat - now)) / interval + 1e-9) + 1
-        return RateDecision(True, rpm, max(0, min(rpm - 1, remaining)), new_tat - now)
+        decisions, updates = [], {}
+        for w in wants:
+            if w.limit <= 0 or w.cost < 0:
+                raise ValueError("a limit must be positive and a cost not negative")
+            per_unit = WINDOW_S / w.limit
+            tat = max(self._state.get(w.bucket, (now, w.limit))[0], now)
+            new_tat = tat + w.cost * per_unit
+            if new_tat - now > WINDOW_S + 1e-9:
+                never = w.cost > w.limit
+                wait = new_tat - now - WINDOW_S
+                decisions.append(RateDecision(False, w.limit, 0, tat - now, wait, w.unit, never))
+                continue
+            remaining = math.floor((WINDOW_S - (new_tat - now)) / per_unit + 1e-9)
+            decisions.append(
+                RateDecision(True, w.limit, max(0, min(w.limit, remaining)), new_tat - now, unit=w.unit)
+            )
+            updates[w.bucket] = (new_tat, w.limit)
+        if all(d.allowed for d in decisions):
+            self._state.update(updates)
+            self._forget(now)
+        return decisions
+
+    def charge(self, bucket: str, cost: int) -> None:
+        """Spend ``cost`` more units of a bucket a request was admitted against (no check: a bucket
+        this process has not seen, after a restart, is left alone)."""
+        state = self._state.get(bucket)
+        if state is None or cost <= 0:
+            return
+        tat, limit = state
+        self._state[bucket] = (max(tat, self.clock()) + cost * WINDOW_S / limit, limit)
 
     def _forget(self, now: float) -> None:
-        """Every 1024 requests, drop the keys whose bucket is full again (memory stays bounded by
-        the keys active in the last minute)."""
+        """Every 1024 requests, drop the buckets that are full again (memory stays bounded by the
+        keys active in the last minute)."""
         self._takes += 1
         if self._takes % 1024 == 0:
-            self._tat = {k: t for k, t in self._tat.items() if t > now}
+            self._state = {k: v for k, v in self._state.items() if v[0] > now}
 
     @property
     def tracked(self) -> int:
-        return len(self._tat)
+        return len(self._state)

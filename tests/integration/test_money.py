@@ -68,11 +68,11 @@ def test_rate_limits_count_once_for_every_replica_on_the_ledger_actor(router: st
     from deployments.ledger import ledger_name
 
     ledger = ray.get_actor(ledger_name("fusion"), namespace=NAMESPACE)
-    decisions: list[RateDecision] = ray.get(
-        [ledger.take.remote("integration-key", 2) for _ in range(3)], timeout=30
+    decisions: list[list[RateDecision]] = ray.get(
+        [ledger.take.remote("integration-key", 2, None, 0) for _ in range(3)], timeout=30
     )
-    assert sorted(d.allowed for d in decisions) == [False, True, True]  # an async actor: any order
-    refused = next(d for d in decisions if not d.allowed)
+    assert sorted(d.allowed for [d] in decisions) == [False, True, True]  # an async actor: any order
+    refused = next(d for [d] in decisions if not d.allowed)
     assert refused.headers()["retry-after"] == "30" and refused.remaining == 0
 
 

@@ -19,6 +19,7 @@ from serve_app.errors import RateLimitError
 from serve_app.ledger import BudgetsConfig, Ledger
 from serve_app.metrics import MemoryBackend, Metrics
 from serve_app.rate_limits import RateDecision
+from serve_app.schemas import parse_request
 from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
 
 ADMIN = "admin-secret-for-tests"
@@ -210,6 +211,41 @@ async def test_a_key_uses_only_its_models_directly_and_routed(router: Router, em
     assert unknown.json()["error"]["param"] == "models" and "unknown models gpt-5" in unknown.text
 
 
+async def test_a_key_over_its_token_limit_waits_for_its_answers_tokens(router: Router) -> None:
+    """The prompt's tokens are taken before the call, the answer's when it settles."""
+    made = await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "tok", "tpm": 100})
+    assert made.json()["tpm"] == 100
+    key = made.json()["key"]
+    router.ledger.rates.clock = lambda: 1000.0  # no refill during the test: exact counts
+    answers = []
+    for _ in range(10):
+        answers.append(await router.chat(key, model="gpt-4o-mini", max_tokens=20))
+        await router.accountant.flush()  # settled: the answer's tokens are charged
+    first = answers[0]
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-limit-tokens"] == "100"
+    assert "x-ratelimit-limit-requests" not in first.headers  # no rpm on this key
+    prompt = 100 - int(first.headers["x-ratelimit-remaining-tokens"])  # the router's upper estimate
+    outputs = [r.json()["usage"]["completion_tokens"] for r in answers if r.status_code == 200]
+    admitted = len(outputs)
+    assert [r.status_code for r in answers] == [200] * admitted + [429] * (10 - admitted)
+    # each admitted request spent its prompt and, once settled, its answer: the next needs a prompt's room
+    assert sum(outputs[:-1]) + prompt * admitted <= 100 < sum(outputs) + prompt * (admitted + 1)
+    assert admitted < 100 // prompt  # counting prompts alone would have admitted more
+    refused = answers[admitted]
+    _error(refused, 429, "rate_limit_exceeded")
+    assert "100 tokens per minute" in refused.text and int(refused.headers["retry-after"]) >= 1
+    huge = await router.chat(key, messages=[{"role": "user", "content": "word " * 400}])
+    _error(huge, 429, "rate_limit_exceeded")
+    assert "Request too large" in huge.text and "retry-after" not in huge.headers
+    patched = await router.admin(
+        "PATCH", f"/v1/admin/keys/{made.json()['key_id']}", json={"tpm": None, "rpm": 5}
+    )
+    assert patched.json()["tpm"] is None and patched.json()["rpm"] == 5
+    lifted = await router.chat(key, model="gpt-4o-mini")
+    assert lifted.status_code == 200 and "x-ratelimit-limit-tokens" not in lifted.headers
+
+
 async def test_every_ingress_replica_counts_against_one_limit(
     emu: EmulatorServer, config: FusionConfig, tmp_path: Path
 ) -> None:
@@ -218,11 +254,12 @@ async def test_every_ingress_replica_counts_against_one_limit(
     ledger = Ledger(tmp_path / "l.db")
     _, record = ledger.keys.create("t", "n", rpm=4)
     replicas = [Accountant(cfg, LocalLedgerClient(ledger)) for _ in range(2)]
-    taken = [await replicas[i % 2].limit(record) for i in range(4)]
-    assert [d.remaining for d in taken if d is not None] == [3, 2, 1, 0]
+    chat = parse_request({"model": "auto", "messages": USER})
+    taken = [await replicas[i % 2].limit(record, chat) for i in range(4)]
+    assert [d.remaining for [d] in taken] == [3, 2, 1, 0]
     for replica in replicas:
         with pytest.raises(RateLimitError):
-            await replica.limit(record)
+            await replica.limit(record, chat)
     ledger.close()
 
 
@@ -232,7 +269,9 @@ async def test_a_silent_ledger_lets_limited_keys_through(
     """A rate limit guards capacity: when the ledger cannot answer, the request goes on, logged."""
 
     class Silent(LocalLedgerClient):
-        async def take(self, key_id: str, rpm: int) -> RateDecision:
+        async def take(
+            self, key_id: str, rpm: int | None, tpm: int | None, tokens: int
+        ) -> list[RateDecision]:
             await asyncio.sleep(10)
             raise AssertionError("unreachable")
 
@@ -241,7 +280,7 @@ async def test_a_silent_ledger_lets_limited_keys_through(
     ledger = Ledger(tmp_path / "l.db")
     _, record = ledger.keys.create("t", "n", rpm=1)
     accountant = Accountant(cfg, Silent(ledger))
-    assert await accountant.limit(record) is None
+    assert await accountant.limit(record, parse_request({"model": "auto", "messages": USER})) == []
     assert "rate limit check failed 1 times (TimeoutError)" in caplog.text
     ledger.close()
 
@@ -436,6 +475,8 @@ async def test_feedback_on_auto_routed_answers_tunes_the_quality_target(
         ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "rpm": 1.5}', 400),
         ("PATCH", "/v1/admin/keys/abc", b"{}", 400),
         ("PATCH", "/v1/admin/keys/abc", b'{"rpm": -3}', 400),
+        ("PATCH", "/v1/admin/keys/abc", b'{"tpm": 0}', 400),
+        ("POST", "/v1/admin/keys", b'{"team": "t", "name": "n", "tpm": "lots"}', 400),
         ("PATCH", "/v1/admin/keys/abc", b'{"rpm": 5}', 404),
         ("PATCH", "/v1/admin/keys/abc", b'{"models": []}', 400),
         ("PATCH", "/v1/admin/keys/abc", b'{"models": "gpt-4.1"}', 400),

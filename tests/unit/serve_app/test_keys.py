@@ -77,7 +77,9 @@ def test_bearer(authorization: str | None, x_api_key: str | None, expected: str 
 def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(KEYS_SCHEMA.replace(",\n    rpm         INTEGER,\n    models      TEXT", ""))
+    db.executescript(
+        KEYS_SCHEMA.replace(",\n    rpm         INTEGER,\n    models      TEXT,\n    tpm         INTEGER", "")
+    )
     db.execute(
         "INSERT INTO api_keys VALUES ('id1', 'hash', 'fr-abcd…', 'team', 'name', NULL, NULL, 1.0, NULL)"
     )
@@ -85,8 +87,11 @@ def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) ->
     db.close()
     ledger = Ledger(path)
     old = ledger.keys.get("id1")
-    assert old is not None and old.rpm is None and old.models is None and old.team == "team"
-    _, made = ledger.keys.create("t", "n", rpm=60, models=("gpt-4o-mini",))
+    assert (
+        old is not None and old.rpm is None and old.models is None and old.tpm is None and old.team == "team"
+    )
+    _, made = ledger.keys.create("t", "n", rpm=60, models=("gpt-4o-mini",), tpm=10_000)
+    assert made.tpm == 10_000
     assert ledger.keys.get(made.key_id) == made and made.rpm == 60 and made.models == ("gpt-4o-mini",)
     assert made.allows("gpt-4o-mini") and not made.allows("gpt-4.1") and old.allows("gpt-4.1")
     assert ledger.keys.update("id1", {"rpm": 5, "models": ["a", "b"]}) is not None
@@ -98,6 +103,9 @@ def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) ->
         ledger.keys.create("t", "n", rpm=0)
     with pytest.raises(ValueError, match="rpm"):
         ledger.keys.update("id1", {"rpm": 10**9})
+    with pytest.raises(ValueError, match="tpm"):
+        ledger.keys.update("id1", {"tpm": 0})
+    assert ledger.keys.update("id1", {"tpm": 500}).tpm == 500  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="budget_usd"):
         ledger.keys.update("id1", {"budget_usd": 1.0})
     with pytest.raises(ValueError, match="empty"):
@@ -122,15 +130,31 @@ def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
     made = run(cli, ["keys", "create", "--team", "t", "--name", "n", "--rpm", "30", "-c", str(config)])
     assert made.exit_code == 0, made.output
     key_id = made.output.split()[1]
-    assert "rpm=30      models=all" in run(cli, ["keys", "list", "-c", str(config)]).output
+    assert "rpm=30      tpm=-         models=all" in run(cli, ["keys", "list", "-c", str(config)]).output
     lifted = run(
-        cli, ["keys", "update", key_id, "--no-rpm", "--models", "gpt-4o-mini, gpt-4.1", "-c", str(config)]
+        cli,
+        [
+            "keys",
+            "update",
+            key_id,
+            "--no-rpm",
+            "--tpm",
+            "9000",
+            "--models",
+            "gpt-4o-mini, gpt-4.1",
+            "-c",
+            str(config),
+        ],
     )
-    assert lifted.exit_code == 0 and "rpm=-       models=gpt-4o-mini,gpt-4.1" in lifted.output
+    assert lifted.exit_code == 0 and "rpm=-       tpm=9000      models=gpt-4o-mini,gpt-4.1" in lifted.output
     listed = run(cli, ["keys", "list", "--json", "-c", str(config)]).output
-    assert '"rpm": null' in listed and '"models": ["gpt-4o-mini", "gpt-4.1"]' in listed
+    assert (
+        '"rpm": null' in listed
+        and '"tpm": 9000' in listed
+        and '"models": ["gpt-4o-mini", "gpt-4.1"]' in listed
+    )
     assert "models=all" in run(cli, ["keys", "update", key_id, "--all-models", "-c", str(config)]).output
-    for bad in (["--rpm", "0"], ["--models", "gpt-5"], [], ["--rpm", "3", "--no-rpm"]):
+    for bad in (["--rpm", "0"], ["--tpm", "0"], ["--models", "gpt-5"], [], ["--rpm", "3", "--no-rpm"]):
         assert run(cli, ["keys", "update", key_id, *bad, "-c", str(config)]).exit_code == 2, bad
     assert run(cli, ["keys", "update", "unknown", "--rpm", "5", "-c", str(config)]).exit_code == 1
     bad_create = run(
