@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks.harness import local_router
-from benchmarks.report import pyplot, write_result
+from benchmarks.harness import interleaved, local_router
+from benchmarks.report import latency_cdfs, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.ledger import Ledger
 from serve_app.pricing import worst_case_usd
@@ -111,22 +111,6 @@ def wait_settled(
         time.sleep(0.25)
 
 
-async def overhead(router: str, keys: dict[str, str], rounds: int) -> dict[str, list[float]]:
-    """Sequential requests, interleaved: a key under a budget and a key under none."""
-    out: dict[str, list[float]] = {name: [] for name in keys}
-    async with httpx.AsyncClient(timeout=30) as client:
-        for i in range(rounds + 20):
-            for name, key in keys.items():
-                t0 = time.perf_counter()
-                r = await client.post(
-                    f"{router}/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
-                )
-                ms = (time.perf_counter() - t0) * 1000
-                if r.status_code == 200 and i >= 20:  # the first 20 rounds warm up
-                    out[name].append(ms)
-    return out
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -150,13 +134,7 @@ def plot(result: dict[str, Any], latencies: dict[str, list[float]], path: Path) 
     a.set_title(
         f"{result['requests']} concurrent requests, ledger killed mid-run: {result['admitted']} admitted"
     )
-    for name, values_ms in latencies.items():
-        ordered = sorted(values_ms)
-        b.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=name)
-    b.set_xlabel("request latency, ms (emulator at zero latency)")
-    b.set_ylabel("CDF")
-    b.set_title("what the ledger costs a request")
-    b.legend()
+    latency_cdfs(b, latencies, "what the ledger costs a request")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -191,9 +169,8 @@ def main() -> None:
         admitted = [r for r in responses if r["status"] == 200]
         rows = wait_settled(workdir / "ledger.db", [r["id"] for r in admitted])
         httpx.put(f"{emulator_url}/admin/latency_scale", json={"scale": 0.0}).raise_for_status()
-        latencies = asyncio.run(
-            overhead(router, {"budgeted key": keys["metered"], "no budget": keys["free"]}, args.rounds)
-        )
+        keyed = {"budgeted key": keys["metered"], "no budget": keys["free"]}
+        latencies = asyncio.run(interleaved(router, keyed, BODY, args.rounds))
 
     spent = sum(cost for cost, team in rows.values() if team == "bench")
     charged = sum(r["cost_usd"] for r in admitted)

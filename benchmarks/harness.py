@@ -7,11 +7,13 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from serve_app.config import DEFAULT_CONFIG_PATH, load_config
@@ -76,6 +78,24 @@ def graph(emulator_url: str, config_path: str | None = None) -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+async def interleaved(
+    router: str, keys: dict[str, str], body: dict[str, Any], rounds: int, warmup: int = 20
+) -> dict[str, list[float]]:
+    """Sequential chat requests, one per key in turn, ``rounds`` each after ``warmup`` rounds: the
+    latency (ms) of each answered one, per key name. What a key's accounting costs a request."""
+    out: dict[str, list[float]] = {name: [] for name in keys}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for i in range(rounds + warmup):
+            for name, key in keys.items():
+                t0 = time.perf_counter()
+                r = await client.post(
+                    f"{router}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+                )
+                if r.status_code == 200 and i >= warmup:
+                    out[name].append((time.perf_counter() - t0) * 1000)
+    return out
 
 
 @contextmanager

@@ -37,8 +37,8 @@ import httpx
 import yaml
 
 from benchmarks.budget import pct
-from benchmarks.harness import local_router
-from benchmarks.report import pyplot, write_result
+from benchmarks.harness import interleaved, local_router
+from benchmarks.report import latency_cdfs, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.ledger import Ledger
 
@@ -84,20 +84,6 @@ async def hammer(router: str, key: str, clients: int, seconds: float) -> list[di
     return out
 
 
-async def sequential(router: str, keys: dict[str, str], rounds: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {name: [] for name in keys}
-    async with httpx.AsyncClient(timeout=30) as client:
-        for i in range(rounds + 20):
-            for name, key in keys.items():
-                t0 = time.perf_counter()
-                r = await client.post(
-                    f"{router}/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
-                )
-                if r.status_code == 200 and i >= 20:  # the first 20 rounds warm up
-                    out[name].append((time.perf_counter() - t0) * 1000)
-    return out
-
-
 def plot(
     result: dict[str, Any], sent: list[dict[str, Any]], latencies: dict[str, list[float]], path: Path
 ) -> None:
@@ -112,13 +98,7 @@ def plot(
     a.set_ylabel("requests admitted")
     a.set_title(f"{result['clients']} clients, {INGRESS_REPLICAS} ingress replicas, rpm {rpm}")
     a.legend()
-    for name, values in latencies.items():
-        ordered = sorted(values)
-        b.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=name)
-    b.set_xlabel("request latency, ms (emulator at zero latency)")
-    b.set_ylabel("CDF")
-    b.set_title("what the limit costs a request")
-    b.legend()
+    latency_cdfs(b, latencies, "what the limit costs a request")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -147,9 +127,8 @@ def main() -> None:
     with local_router(latency_scale=0.0, config_path=str(config_path)) as (router, _):
         sent = asyncio.run(hammer(router, limited, args.clients, args.seconds))
         sent_tokens = asyncio.run(hammer(router, tokens, args.clients, args.seconds))
-        latencies = asyncio.run(
-            sequential(router, {"limited (never reached)": roomy, "no limit": free}, args.rounds)
-        )
+        keyed = {"limited (never reached)": roomy, "no limit": free}
+        latencies = asyncio.run(interleaved(router, keyed, BODY, args.rounds))
 
     admitted = sum(s["status"] == 200 for s in sent)
     last = max(s["at_s"] for s in sent if s["status"] == 200)

@@ -27,3 +27,14 @@ def write_result(
     print(json.dumps(result, indent=2))
     if plot is not None:
         plot(result, out.with_suffix(".png"))
+
+
+def latency_cdfs(ax: Any, latencies: dict[str, list[float]], title: str) -> None:
+    """One CDF per named list of latencies (ms) on ``ax``."""
+    for name, values in latencies.items():
+        ordered = sorted(values)
+        ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=name)
+    ax.set_xlabel("request latency, ms (emulator at zero latency)")
+    ax.set_ylabel("CDF")
+    ax.set_title(title)
+    ax.legend()
