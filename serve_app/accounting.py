@@ -216,7 +216,7 @@ class Accountant:
                 )
             else:
                 what += f" Retry after {first.retry_after_s:.2f} s."
-            raise RateLimitError(what, headers=rate_headers(decisions))
+            raise RateLimitError(what, limit=first.unit, headers=rate_headers(decisions))
         return decisions
 
     # -- may they spend -------------------------------------------------------------------------------

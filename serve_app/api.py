@@ -42,6 +42,7 @@ from serve_app.errors import (
     MethodNotAllowedError,
     NotFoundError,
     ProviderError,
+    RateLimitError,
 )
 from serve_app.gateway import Gateway, StreamSession
 from serve_app.keys import KeyRecord
@@ -207,7 +208,8 @@ def create_api(
                 chat = await accountant.admit(chat, info, key)
                 info.timings["admit_ms"] = round((time.monotonic() - began) * 1000, 3)
         except FusionError as exc:  # refused before any provider was called: nothing to settle
-            metrics.refused(exc.error_code or "invalid_request")
+            limit = exc.limit if isinstance(exc, RateLimitError) else None
+            metrics.refused(exc.error_code or "invalid_request", key.team if key else None, limit)
             raise
         status, handed_over = "cancelled", False
         try:

@@ -121,8 +121,9 @@ class RateLimitError(FusionError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, limit: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.limit = limit  # "requests" or "tokens": which of the key's limits refused it
         self._headers = dict(headers or {})
 
     def headers(self) -> dict[str, str]:

@@ -58,6 +58,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "fusion_reasoning_tokens_total": ("counter", "Hidden reasoning tokens", ("model", "provider")),
     "fusion_cost_usd_total": ("counter", "Spend in USD", ("model", "provider", "team")),
+    "fusion_rate_limited_total": (
+        "counter",
+        "Requests refused by their key's rate limit, by team and the limit (requests or tokens)",
+        ("team", "limit"),
+    ),
     "fusion_routing_decisions_total": (
         "counter",
         "Routing decisions: the task type, the first candidate chosen, its slot and the policy",
@@ -183,8 +188,11 @@ class Metrics:
         if info.cost_usd:
             b.inc("fusion_cost_usd_total", info.cost_usd, pm | {"team": team or "none"})
 
-    def refused(self, code: str) -> None:
-        """A request refused before routing (bad key, budget, invalid body)."""
+    def refused(self, code: str, team: str | None = None, limit: str | None = None) -> None:
+        """A request refused before routing (bad key, rate limit, budget, invalid body); ``limit``:
+        the key's rate limit that refused it (requests or tokens), counted by team as well."""
         self.backend.inc(
             "fusion_errors_total", 1, {"kind": f"request_{code}", "provider": "none", "model": "none"}
         )
+        if limit is not None:
+            self.backend.inc("fusion_rate_limited_total", 1, {"team": team or "none", "limit": limit})

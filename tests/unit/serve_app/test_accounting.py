@@ -163,6 +163,7 @@ async def test_a_key_over_its_rate_limit_gets_429_before_anything_is_done(
     await router.accountant.flush()
     assert router.ledger.settled_total() == settled
     assert router.metrics.total("fusion_errors_total", kind="request_rate_limit_exceeded") == 1
+    assert router.metrics.total("fusion_rate_limited_total", team="t", limit="requests") == 1
     assert (await router.chat(free, model="gpt-4o-mini")).status_code == 200  # other keys go on
     listed = {k["name"]: k["rpm"] for k in (await router.admin("GET", "/v1/admin/keys")).json()["data"]}
     assert listed == {"slow": 3, "free": None}
@@ -235,6 +236,7 @@ async def test_a_key_over_its_token_limit_waits_for_its_answers_tokens(router: R
     refused = answers[admitted]
     _error(refused, 429, "rate_limit_exceeded")
     assert "100 tokens per minute" in refused.text and int(refused.headers["retry-after"]) >= 1
+    assert router.metrics.total("fusion_rate_limited_total", team="t", limit="tokens") == 10 - admitted
     huge = await router.chat(key, messages=[{"role": "user", "content": "word " * 400}])
     _error(huge, 429, "rate_limit_exceeded")
     assert "Request too large" in huge.text and "retry-after" not in huge.headers
