@@ -20,7 +20,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -130,20 +130,15 @@ class KeyRecord:
 
 
 def _record(row: Sequence[Any]) -> KeyRecord:
-    key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm = row
-    return KeyRecord(
-        key_id,
-        shown,
-        team,
-        name,
-        budget_usd,
-        period,
-        created_at,
-        revoked_at,
-        rpm,
-        None if models is None else tuple(json.loads(models)),
-        tpm,
-    )
+    """A row of ``COLUMNS``; the model list is stored as JSON."""
+    models, tpm = row[9], row[10]
+    return replace(KeyRecord(*row[:9]), models=None if models is None else tuple(json.loads(models)), tpm=tpm)
+
+
+def _models_json(models: Sequence[str] | None) -> str | None:
+    if models is not None and not models:
+        raise ValueError("a key's model list cannot be empty")
+    return None if models is None else json.dumps(list(models))
 
 
 class KeyStore:
@@ -177,8 +172,7 @@ class KeyStore:
         if budget_usd is not None and budget_usd < 0:
             raise ValueError("a budget cannot be negative")
         _check_limits(rpm, tpm)
-        if models is not None and not models:
-            raise ValueError("a key's model list cannot be empty")
+        stored_models = _models_json(models)
         key = new_key()
         record = KeyRecord(
             key_id=uuid.uuid4().hex[:12],
@@ -208,7 +202,7 @@ class KeyStore:
                     record.created_at,
                     None,
                     rpm,
-                    None if models is None else json.dumps(list(models)),
+                    stored_models,
                     tpm,
                 ),
             )
@@ -230,10 +224,8 @@ class KeyStore:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
         _check_limits(changes.get("rpm"), changes.get("tpm"))
         values = dict(changes)
-        if values.get("models") is not None:
-            if not values["models"]:
-                raise ValueError("a key's model list cannot be empty")
-            values["models"] = json.dumps(list(values["models"]))
+        if "models" in values:
+            values["models"] = _models_json(values["models"])
         if values:
             assignments = ", ".join(f"{column} = ?" for column in values)
             with self.db:
