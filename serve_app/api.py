@@ -198,10 +198,11 @@ def create_api(
         try:
             body = await read_body(request, config.server.max_body_bytes)
             chat = parse_request(decode_json(body))
+            allowed = key.models if key is not None else None
+            gateway.permit(chat, allowed)
             rate = rate_headers(await accountant.limit(key, chat)) if accountant is not None else {}
             request_id = f"chatcmpl-{uuid.uuid4().hex}"
             pressure = accountant.under_pressure(key) if accountant is not None else False
-            allowed = key.models if key is not None else None
             info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)
             if accountant is not None:
                 began = time.monotonic()

@@ -81,6 +81,14 @@ class Gateway:
         self.health.reset()
         self._hedges = HedgeBudget(self.retry.hedge_budget, burst=self.retry.hedge_burst)
 
+    def permit(self, request: ChatCompletionRequest, allowed: Collection[str] | None) -> None:
+        """403 model_not_allowed for a direct request for a model outside the key's list (checked
+        before the request is counted against the key's rate limits, or any work is done)."""
+        if allowed is not None and not is_routed(request.model):
+            model = direct_plan(request.model, self.config).candidates[0].model
+            if model not in allowed:
+                raise _not_allowed(allowed, f"may not use the model '{model}'")
+
     async def plan(
         self,
         request: ChatCompletionRequest,
@@ -89,13 +97,12 @@ class Gateway:
         allowed: Collection[str] | None = None,
     ) -> RouteInfo:
         """The request's candidates, in order. ``allowed``: the models the caller's key may use
-        (None: all); a direct request for another is refused (403 model_not_allowed) before any
-        work, and a routed one chooses among them only."""
+        (None: all); a routed request chooses among them only (``permit`` has refused a direct
+        request for another)."""
         needed, output = request.estimated_tokens(), request.output_limit()
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
-            if allowed is not None and info.plan.candidates[0].model not in allowed:
-                raise _not_allowed(allowed, f"may not use the model '{info.plan.candidates[0].model}'")
+            self.permit(request, allowed)
         else:
             began = time.monotonic()
             classification = await self._classify(request.routing_text())

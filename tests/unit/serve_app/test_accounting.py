@@ -248,6 +248,15 @@ async def test_a_key_over_its_token_limit_waits_for_its_answers_tokens(router: R
     assert lifted.status_code == 200 and "x-ratelimit-limit-tokens" not in lifted.headers
 
 
+async def test_a_request_for_a_model_the_key_may_not_use_spends_none_of_its_limit(router: Router) -> None:
+    spec = {"team": "t", "name": "one", "models": ["gpt-4o-mini"], "rpm": 1}
+    key = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()["key"]
+    for _ in range(3):
+        _error(await router.chat(key, model="gpt-4.1"), 403, "model_not_allowed")
+    assert (await router.chat(key, model="gpt-4o-mini")).status_code == 200  # its one request is left
+    _error(await router.chat(key, model="gpt-4o-mini"), 429, "rate_limit_exceeded")
+
+
 async def test_every_ingress_replica_counts_against_one_limit(
     emu: EmulatorServer, config: FusionConfig, tmp_path: Path
 ) -> None:
