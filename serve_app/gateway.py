@@ -139,6 +139,8 @@ class Gateway:
         limit = request.fusion.max_latency_ms if request.fusion else None
         p95 = {model: s.get("latency_p95_ms") for model, s in self.stats.items()}
         extra = [c for c in extra_candidates(info.plan, self.config, needed) if c.model in capable]
+        if info.plan.candidates[0].slot == "cost_sensitive":  # a cost-seeking plan: cheapest first
+            extra.sort(key=lambda c: costs[c.model])
         info.candidates = demote_slow(
             fits + extra,
             p95,

@@ -248,6 +248,18 @@ async def test_a_key_over_its_token_limit_waits_for_its_answers_tokens(router: R
     assert lifted.status_code == 200 and "x-ratelimit-limit-tokens" not in lifted.headers
 
 
+async def test_a_cost_seeking_route_takes_the_keys_cheapest_model_when_its_row_has_none(
+    router: Router,
+) -> None:
+    spec = {"team": "t", "name": "pair", "models": ["claude-opus-4-5", "gpt-4o-mini"]}
+    key = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()["key"]
+    prompt = [{"role": "user", "content": "Compare the GDP growth of France and Germany since 2000."}]
+    r = await router.chat(key, model="auto:cost", messages=prompt)
+    assert r.headers["x-fusion-task-type"] == "analysis"  # its row: gpt-4.1, claude-sonnet-4-5, gemini
+    assert r.json()["fusion"]["candidates"] == ["gpt-4o-mini", "claude-opus-4-5"]
+    assert r.headers["x-fusion-model"] == "gpt-4o-mini"
+
+
 async def test_a_request_for_a_model_the_key_may_not_use_spends_none_of_its_limit(router: Router) -> None:
     spec = {"team": "t", "name": "one", "models": ["gpt-4o-mini"], "rpm": 1}
     key = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()["key"]
