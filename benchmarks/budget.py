@@ -35,7 +35,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import interleaved, local_router
-from benchmarks.report import latency_cdfs, pyplot, write_result
+from benchmarks.report import latency_cdfs, pct, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.ledger import Ledger
 from serve_app.pricing import worst_case_usd
@@ -109,11 +109,6 @@ def wait_settled(
         if all(i in rows for i in ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.25)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def plot(result: dict[str, Any], latencies: dict[str, list[float]], path: Path) -> None:

@@ -36,9 +36,8 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks.budget import pct
 from benchmarks.harness import interleaved, local_router
-from benchmarks.report import latency_cdfs, pyplot, write_result
+from benchmarks.report import latency_cdfs, pct, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.ledger import Ledger
 

@@ -29,6 +29,12 @@ def write_result(
         plot(result, out.with_suffix(".png"))
 
 
+def pct(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of ``values`` (the key-accounting benchmarks' p99)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def latency_cdfs(ax: Any, latencies: dict[str, list[float]], title: str) -> None:
     """One CDF per named list of latencies (ms) on ``ax``."""
     for name, values in latencies.items():

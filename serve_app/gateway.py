@@ -39,6 +39,7 @@ from serve_app.routing import (
     is_routed,
     missing_capabilities,
     plan_route,
+    resolve_model,
 )
 from serve_app.schemas import ChatCompletionRequest
 
@@ -85,9 +86,7 @@ class Gateway:
         """403 model_not_allowed for a direct request for a model outside the key's list (checked
         before the request is counted against the key's rate limits, or any work is done)."""
         if allowed is not None and not is_routed(request.model):
-            model = direct_plan(request.model, self.config).candidates[0].model
-            if model not in allowed:
-                raise _not_allowed(allowed, f"may not use the model '{model}'")
+            _require_allowed(resolve_model(request.model, self.config), allowed)
 
     async def plan(
         self,
@@ -102,7 +101,8 @@ class Gateway:
         needed, output = request.estimated_tokens(), request.output_limit()
         if not is_routed(request.model):
             info = RouteInfo(request_id, direct_plan(request.model, self.config), None)
-            self.permit(request, allowed)
+            if allowed is not None:  # as permit checked, on the model already resolved
+                _require_allowed(info.plan.candidates[0].model, allowed)
         else:
             began = time.monotonic()
             classification = await self._classify(request.routing_text())
@@ -572,6 +572,11 @@ async def _close(stream: AsyncIterator[StreamDelta]) -> None:
             await closer()
         except Exception:  # closing a broken stream must not hide the error that broke it
             pass
+
+
+def _require_allowed(model: str, allowed: Collection[str]) -> None:
+    if model not in allowed:
+        raise _not_allowed(allowed, f"may not use the model '{model}'")
 
 
 def _not_allowed(allowed: Collection[str], what: str) -> PermissionDeniedError:
