@@ -9,11 +9,12 @@ crash run again on the restarted actor: reservations and settlements are idempot
 id, and the restarted actor reopens every committed hold and spend from the file.
 
 Its methods are ``async`` and never await, so each runs whole on the actor's event loop: a
-reservation's check and its write cannot interleave with another's. Ingress replicas create it
-(or find it) at start and call ``configure`` with their configuration, so a redeploy with new
-budgets reaches the running actor. It is pinned to the head node by default
-(``ledger.pin_to_head_node``), where its file outlives it; being detached, it also outlives the
-application (``ray.kill`` it to remove it).
+reservation's check and its write cannot interleave with another's. The one exception reads
+only: a usage report (``usage``) runs on a worker thread over its own read-only connection.
+Ingress replicas create it (or find it) at start and call ``configure`` with their
+configuration, so a redeploy with new budgets reaches the running actor. It is pinned to the
+head node by default (``ledger.pin_to_head_node``), where its file outlives it; being detached,
+it also outlives the application (``ray.kill`` it to remove it).
 """
 
 from __future__ import annotations

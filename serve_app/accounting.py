@@ -38,6 +38,7 @@ from serve_app.rate_limits import RateDecision
 from serve_app.rate_limits import headers as rate_headers
 from serve_app.route_info import RouteInfo
 from serve_app.schemas import ChatCompletionRequest
+from serve_app.usage import UsageQuery, read_usage
 
 logger = logging.getLogger("fusion_router")
 
@@ -77,6 +78,7 @@ class LedgerClient(Protocol):
     async def status(self) -> list[dict[str, Any]]: ...
     async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None: ...
     async def economics(self, window_s: float) -> dict[str, dict[str, Any]]: ...
+    async def usage(self, query: UsageQuery) -> dict[str, Any]: ...
 
 
 class LocalLedgerClient:
@@ -128,6 +130,11 @@ class LocalLedgerClient:
 
     async def economics(self, window_s: float) -> dict[str, dict[str, Any]]:
         return self.ledger.economics(window_s)
+
+    async def usage(self, query: UsageQuery) -> dict[str, Any]:
+        """A usage report, read on a worker thread through its own read-only connection, so that
+        a long one holds up no reservation (``serve_app/usage.py``)."""
+        return await asyncio.to_thread(read_usage, self.ledger.path, query, self.ledger.clock())
 
 
 # a reservation is held for a request's whole life at most; one left by a dead replica expires

@@ -5,7 +5,10 @@
     POST   /v1/admin/keys            {"team", "name", "budget_usd"?, "period"?} -> the new key, once
     GET    /v1/admin/keys            every key's record (never the key)
     DELETE /v1/admin/keys/{key_id}   revoke (takes effect within auth.refresh_interval_s)
+    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "models"?}: change a key's limits
     GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
+    GET    /v1/admin/usage           requests, tokens and cost per time bucket, grouped and filtered
+                                     (``serve_app/usage.py``; query parameters as OpenAI's usage API)
 
 Admin routes need ``Authorization: Bearer <admin key>``, the value of ``auth.admin_key_env``.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +30,7 @@ from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
 from serve_app.keys import MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
+from serve_app.usage import WIDTH_S, GroupField, UsageQuery
 
 
 class Feedback(BaseModel):
@@ -61,6 +65,81 @@ class KeyUpdate(BaseModel):
 
 # the bodies these routes parse, for the OpenAPI document
 BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate]
+
+# ``GET /v1/admin/usage``: the query parameters that take several values (repeated or comma-separated)
+_LISTS = ("group_by", "models", "teams", "key_ids")
+
+
+def usage_query(params: list[tuple[str, str]]) -> UsageQuery:
+    """``UsageQuery`` from a request's query parameters; 400 naming the first one that is wrong."""
+    raw: dict[str, Any] = {}
+    for name, value in params:
+        if name in _LISTS:
+            raw.setdefault(name, []).extend(v.strip() for v in value.split(",") if v.strip())
+        elif name in raw:
+            raise InvalidRequestError(f"{name}: given more than once", param=name)
+        else:
+            raw[name] = value
+    try:
+        return UsageQuery.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["loc"]:
+            where = str(first["loc"][0])
+            raise InvalidRequestError(f"{where}: {first['msg']}", param=where) from None
+        message = first["msg"].removeprefix("Value error, ")  # the query's own checks name the field
+        raise InvalidRequestError(message, param=message.split(":")[0]) from None
+
+
+USAGE_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "start_time",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 10**11},
+        "description": "Unix seconds",
+    },
+    {
+        "name": "end_time",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 10**11},
+        "description": "exclusive; default now",
+    },
+    {"name": "bucket_width", "in": "query", "schema": {"enum": list(WIDTH_S)}},
+    {
+        "name": "group_by",
+        "in": "query",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": {"enum": list(get_args(GroupField))}},
+    },
+    *[
+        {
+            "name": name,
+            "in": "query",
+            "style": "form",
+            "explode": True,
+            "schema": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {"type": "string", "minLength": 1, "pattern": "^[^,]*$"},
+            },
+        }
+        for name in ("models", "teams", "key_ids")
+    ],
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1440},
+        "description": "buckets per page (1m: 1,440 at most; 1h: 168; 1d: 31)",
+    },
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+        "description": "the next_page of the previous page",
+    },
+]
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
@@ -192,3 +271,14 @@ def add_router_routes(
     async def budgets(request: Request) -> dict[str, Any]:
         acc = admin(request)
         return {"object": "list", "data": await acc.ledger.status()}
+
+    @app.get(
+        "/v1/admin/usage",
+        responses=error_responses(400, 401, 404),
+        openapi_extra={"parameters": USAGE_PARAMETERS},
+    )
+    async def usage(request: Request) -> dict[str, Any]:
+        acc = admin(request)
+        query = usage_query(request.query_params.multi_items())
+        await acc.flush()  # this replica's settlements not sent yet
+        return await acc.ledger.usage(query)

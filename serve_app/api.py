@@ -7,7 +7,7 @@
     POST /v1/router/feedback    {"request_id", "score" in [0, 1]}: a client's score of an answer
     GET  /healthz               liveness, which providers are emulated, circuits, the idle shortcut
     POST /v1/router/circuits/reset   close every circuit (the admin key, where one is set)
-    /v1/admin/keys, /v1/admin/keys/{key_id}, /v1/admin/budgets: behind the admin key
+    /v1/admin/keys, /v1/admin/keys/{key_id}, /v1/admin/budgets, /v1/admin/usage: behind the admin key
     GET  /openapi.json, /docs   the OpenAPI document (``serve_app/openapi_doc.py``)
 
 With keys in use (``serve_app/keys.py``) every /v1 route needs a valid client key; budgets are

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from serve_app.cli_keys import budgets, keys_cli
+from serve_app.cli_keys import budgets, keys_cli, usage
 from serve_app.config import ConfigError, FusionConfig, load_config
 
 cli = typer.Typer(
@@ -21,6 +21,7 @@ cli = typer.Typer(
 )
 cli.add_typer(keys_cli, name="keys")
 cli.command("budgets")(budgets)
+cli.command("usage")(usage)
 
 ConfigOption = Annotated[
     Path | None,

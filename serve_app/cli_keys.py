@@ -1,4 +1,5 @@
-"""``fusion keys create | list | update | revoke`` and ``fusion budgets``: the ledger's file, opened directly.
+"""``fusion keys create | list | update | revoke``, ``fusion budgets`` and ``fusion usage``: the
+ledger's file, opened directly.
 
 Run them where the ledger's SQLite file is (``ledger.path``: the head node on a cluster). A running
 router picks the change up within ``auth.refresh_interval_s``; from elsewhere, use the admin
@@ -7,16 +8,19 @@ endpoints (``POST /v1/admin/keys`` and friends) with the admin key.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import ValidationError
 
 from serve_app.config import FusionConfig, load_config
 from serve_app.keys import KeyRecord, check_models
 from serve_app.ledger import Ledger
+from serve_app.usage import UsageQuery, read_usage
 
 keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, update, revoke.")
 
@@ -153,3 +157,76 @@ def budgets(config_path: ConfigOption = None) -> None:
             f"{row['scope']:24} {row['period']:5} limit=${row['limit_usd']:.4f} "
             f"spent=${row['spent_usd']:.4f} held=${row['reserved_usd']:.4f} left=${row['remaining_usd']:.4f}"
         )
+
+
+def _when(text: str, now: float) -> int:
+    """Unix seconds from ``7d`` / ``12h`` / ``30m`` (that long ago), a UTC date or time in ISO
+    form, or Unix seconds."""
+    units = {"d": 86_400, "h": 3600, "m": 60}
+    if text[-1:] in units and text[:-1].isdigit():
+        return int(now) - int(text[:-1]) * units[text[-1]]
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give 7d, 12h, 30m, an ISO date or Unix seconds") from None
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp())
+
+
+def usage(
+    since: Annotated[
+        str, typer.Option(help="start: 7d, 12h, 30m ago, an ISO date (UTC) or Unix seconds")
+    ] = "7d",
+    until: Annotated[str | None, typer.Option(help="end, exclusive (default: now)")] = None,
+    bucket: Annotated[Literal["1m", "1h", "1d"], typer.Option(help="bucket width")] = "1d",
+    group_by: Annotated[
+        str | None, typer.Option(help="comma-separated: model, provider, team, key_id, task_type, policy")
+    ] = None,
+    models: Annotated[str | None, typer.Option(help="only these models (comma-separated)")] = None,
+    teams: Annotated[str | None, typer.Option(help="only these teams (comma-separated)")] = None,
+    key_ids: Annotated[str | None, typer.Option(help="only these keys (comma-separated)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON bucket per line")] = False,
+    config_path: ConfigOption = None,
+) -> None:
+    """Requests, tokens and cost per time bucket, from the ledger's spend (empty buckets left out)."""
+    config = load_config(config_path)
+    now = time.time()
+    params: dict[str, Any] = {"start_time": _when(since, now), "bucket_width": bucket}
+    if until is not None:
+        params["end_time"] = _when(until, now)
+    for name, value in (("group_by", group_by), ("models", models), ("teams", teams), ("key_ids", key_ids)):
+        if value is not None:
+            params[name] = _split(value)
+    try:
+        query = UsageQuery.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        typer.echo(f"error: {where + ': ' if where else ''}{first['msg']}", err=True)
+        raise typer.Exit(2) from None
+    if not Path(config.ledger.path).expanduser().exists():
+        typer.echo(f"error: no ledger file at {config.ledger.path}", err=True)
+        raise typer.Exit(1)
+    while True:
+        page = read_usage(config.ledger.path, query, now)
+        for b in page["data"]:
+            if not b["results"]:
+                continue
+            if as_json:
+                typer.echo(json.dumps(b))
+                continue
+            day = time.strftime(
+                "%Y-%m-%d %H:%M" if bucket != "1d" else "%Y-%m-%d", time.gmtime(b["start_time"])
+            )
+            for r in b["results"]:
+                groups = " ".join(f"{g}={r[g]}" for g in query.group_by)
+                typer.echo(
+                    f"{day}  {groups + '  ' if groups else ''}requests={r['num_model_requests']} "
+                    f"input={r['input_tokens']} (cached {r['input_cached_tokens']}) "
+                    f"output={r['output_tokens']} (reasoning {r['reasoning_tokens']}) "
+                    f"cost=${r['cost_usd']:.6f}"
+                )
+        if not page["has_more"]:
+            break
+        query = query.model_copy(update={"page": page["next_page"]})

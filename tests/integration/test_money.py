@@ -8,12 +8,14 @@ import signal
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 
 from serve_app.emulator import EmulatorServer
 from serve_app.rate_limits import RateDecision
+from serve_app.usage import UsageQuery
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +76,34 @@ def test_rate_limits_count_once_for_every_replica_on_the_ledger_actor(router: st
     assert sorted(d.allowed for [d] in decisions) == [False, True, True]  # an async actor: any order
     refused = next(d for [d] in decisions if not d.allowed)
     assert refused.headers()["retry-after"] == "30" and refused.remaining == 0
+
+
+def test_usage_reports_come_from_the_ledger_actor(router: str) -> None:
+    """The admin usage report crosses Ray like the rest, and the actor reads it on a worker thread
+    through its own read-only connection: it agrees with the spend rows on disk."""
+    import ray
+
+    from deployments.autoscaling import NAMESPACE
+    from deployments.ledger import ledger_name
+
+    start = int(time.time()) - 1
+    ids = [httpx.post(f"{router}/v1/chat/completions", json=BODY, timeout=30).json()["id"] for _ in range(3)]
+    _wait_settled(ids)
+    ledger = ray.get_actor(ledger_name("fusion"), namespace=NAMESPACE)
+    query = UsageQuery(start_time=start, bucket_width="1h", group_by=("model",))
+    ref: Any = ledger.usage.remote(query)
+    page: dict[str, Any] = ray.get(ref, timeout=30)
+    rows = [r for b in page["data"] for r in b["results"]]  # one hour's bucket, or two across an hour
+    db = sqlite3.connect(os.environ["FUSION_TEST_LEDGER"])
+    try:
+        n, cost = db.execute(
+            "SELECT COUNT(*), SUM(cost_usd) FROM spend WHERE settled_at >= ?", (start,)
+        ).fetchone()
+    finally:
+        db.close()
+    assert {r["model"] for r in rows} == {"gpt-4o-mini"}
+    assert sum(r["num_model_requests"] for r in rows) == n >= 3
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(cost) and rows[0]["output_tokens"] > 0
 
 
 def test_metrics_appear_on_rays_prometheus_endpoint(router: str) -> None:

@@ -1,0 +1,247 @@
+"""Usage reports: the SQL over the ledger's spend rows, the query's checks, the admin route and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from serve_app.cli import cli
+from serve_app.config import DEFAULT_CONFIG_PATH, FusionConfig
+from serve_app.emulator import EmulatorServer
+from serve_app.ledger import Charge, Ledger
+from serve_app.usage import UsageQuery, read_usage
+from tests.unit.serve_app.inprocess import emulated_config
+from tests.unit.serve_app.test_accounting import Router, _router
+
+DAY = 86_400
+T0 = 1_764_115_200  # 2025-11-26 00:00 UTC
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _spend(ledger: Ledger, clock: Clock, at: float, rid: str, **charge: Any) -> None:
+    clock.now = at
+    ledger.settle([Charge(rid, **charge)])
+
+
+def _charge(cost: float, tokens: tuple[int, int], **more: Any) -> dict[str, Any]:
+    return {"cost_usd": cost, "input_tokens": tokens[0], "output_tokens": tokens[1], **more}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    clock = Clock(T0)
+    led = Ledger(tmp_path / "ledger.db", clock=clock)
+    red = {"team": "red", "provider": "openai", "model": "gpt-4o"}
+    blue = {"team": "blue", "key_id": "k2"}
+    rows = [  # (when, request id, charge)
+        (T0 + 10, "a", _charge(0.01, (100, 10), **red, key_id="k1", cached_tokens=40)),
+        (T0 + 20, "b", _charge(0.02, (200, 20), **red, key_id="k1", reasoning_tokens=5)),
+        (T0 + 3600, "c", _charge(0.5, (1000, 100), **blue, model="claude", cache_write_tokens=300)),
+        (T0 + 3700, "d", _charge(0.0, (0, 0), **blue)),  # a released hold: no model answered
+        (T0 + 2 * DAY + 5, "e", _charge(0.03, (300, 30), **red, key_id="k3")),
+    ]
+    for at, rid, charge in rows:
+        _spend(led, clock, at, rid, **charge)
+    clock.now = T0 + 3 * DAY - 1
+    yield led
+    led.close()
+
+
+def _q(**kw: Any) -> UsageQuery:
+    return UsageQuery.model_validate({"start_time": T0, **kw})
+
+
+def test_daily_buckets_sum_requests_tokens_and_cost(ledger: Ledger) -> None:
+    page = read_usage(ledger.path, _q(), now=ledger.clock())
+    assert page["object"] == "page" and page["has_more"] is False and page["next_page"] is None
+    assert [(b["start_time"], b["end_time"]) for b in page["data"]] == [
+        (T0 + i * DAY, T0 + (i + 1) * DAY) for i in range(3)
+    ]
+    first, empty, third = (b["results"] for b in page["data"])
+    assert empty == []  # an empty day is still a bucket, as in OpenAI's usage API
+    assert first == [
+        {
+            "object": "router.usage.result",
+            "num_model_requests": 3,  # the released hold served no model
+            "input_tokens": 1300,
+            "input_cached_tokens": 40,
+            "cache_write_tokens": 300,
+            "output_tokens": 130,
+            "reasoning_tokens": 5,
+            "cost_usd": pytest.approx(0.53),
+        }
+    ]
+    assert third[0]["num_model_requests"] == 1 and third[0]["cost_usd"] == pytest.approx(0.03)
+
+
+def test_grouping_and_filters(ledger: Ledger) -> None:
+    page = read_usage(ledger.path, _q(group_by=["team", "model"], limit=1), now=ledger.clock())
+    results = page["data"][0]["results"]
+    assert [(r["team"], r["model"], r["num_model_requests"]) for r in results] == [
+        ("blue", "claude", 1),  # dearest first
+        ("red", "gpt-4o", 2),
+        ("blue", None, 0),
+    ]
+    assert "provider" not in results[0]
+    only = read_usage(
+        ledger.path, _q(group_by=["key_id"], teams=["red"], models=["gpt-4o"]), now=ledger.clock()
+    )
+    keys = [(r["key_id"], r["cost_usd"]) for b in only["data"] for r in b["results"]]
+    assert keys == [("k1", pytest.approx(0.03)), ("k3", pytest.approx(0.03))]
+    by_key = read_usage(ledger.path, _q(key_ids=["k2"], bucket_width="1h", limit=2), now=ledger.clock())
+    assert [len(b["results"]) for b in by_key["data"]] == [0, 1]  # the first hour had only red's requests
+
+
+def test_pages_follow_next_page_to_the_end(ledger: Ledger) -> None:
+    seen: list[int] = []
+    query = _q(bucket_width="1h", limit=30, start_time=T0 + 1800)  # aligned down to T0
+    pages = 0
+    while True:
+        page = read_usage(ledger.path, query, now=ledger.clock())
+        pages += 1
+        seen += [b["start_time"] for b in page["data"]]
+        if not page["has_more"]:
+            break
+        query = query.model_copy(update={"page": page["next_page"]})
+    assert pages == 3 and seen == [T0 + h * 3600 for h in range(72)]
+    # the first bucket starts at the hour but counts from start_time: request a (T0+10) is left out
+    first = read_usage(ledger.path, _q(start_time=T0 + 15, end_time=T0 + 3600), now=ledger.clock())
+    assert first["data"][0]["results"][0]["num_model_requests"] == 1
+
+
+def test_a_minute_report_over_years_stays_one_page(ledger: Ledger) -> None:
+    page = read_usage(ledger.path, UsageQuery(start_time=0, bucket_width="1m"), now=ledger.clock())
+    assert len(page["data"]) == 60 and page["has_more"] and page["next_page"] == "3600"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"bucket_width": "1d", "limit": 32}, "limit: at most 31"),
+        ({"bucket_width": "1h", "limit": 169}, "limit: at most 168"),
+        ({"end_time": T0}, "end_time: must be after"),
+        ({"group_by": ["team", "team"]}, "named twice"),
+        ({"page": "12a"}, "page: not a next_page"),
+        ({"page": str(T0 + 7)}, "page: not a next_page of this query"),
+        ({"group_by": ["cost"]}, "group_by"),
+        ({"bucket_width": "1w"}, "bucket_width"),
+        ({"color": "red"}, "color"),
+    ],
+)
+def test_bad_queries_are_refused(query: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _q(**query)
+
+
+def test_reads_a_closed_ledger_and_one_being_written(tmp_path: Path) -> None:
+    clock = Clock(T0 + 5)
+    led = Ledger(tmp_path / "l.db", clock=clock)
+    led.settle([Charge("x", 0.1, model="m")])
+    assert read_usage(led.path, _q(), now=T0 + 10)["data"][0]["results"][0]["num_model_requests"] == 1
+    led.settle([Charge("y", 0.1, model="m")])  # committed while the reader's file is open elsewhere
+    assert read_usage(led.path, _q(), now=T0 + 10)["data"][0]["results"][0]["num_model_requests"] == 2
+    led.close()  # the WAL is checkpointed and removed: a read-only reader must still open it
+    assert read_usage(led.path, _q(), now=T0 + 10)["data"][0]["results"][0]["cost_usd"] == pytest.approx(0.2)
+
+
+# -- the admin route ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def router(emu: EmulatorServer, config: FusionConfig, tmp_path: Path) -> AsyncIterator[Router]:
+    async for r in _router(emulated_config(config, emu.url), tmp_path):
+        yield r
+
+
+async def test_admin_usage_reports_what_the_router_served(router: Router) -> None:
+    made = (await router.admin("POST", "/v1/admin/keys", json={"team": "red", "name": "nb"})).json()
+    for model in ("gpt-4o-mini", "gpt-4o-mini", "claude-haiku-4-5"):
+        assert (await router.chat(made["key"], model=model)).status_code == 200
+    start = int(router.ledger.clock()) - 60
+    r = await router.admin("GET", f"/v1/admin/usage?start_time={start}&group_by=team,model&bucket_width=1h")
+    assert r.status_code == 200, r.text  # no flush first: the route sends this replica's outbox itself
+    results = {(x["team"], x["model"]): x for b in r.json()["data"] for x in b["results"]}
+    assert set(results) == {("red", "gpt-4o-mini"), ("red", "claude-haiku-4-5")}
+    assert results[("red", "gpt-4o-mini")]["num_model_requests"] == 2
+    assert results[("red", "gpt-4o-mini")]["output_tokens"] > 0
+    assert sum(x["cost_usd"] for x in results.values()) == pytest.approx(router.ledger.settled_total())
+    repeated = await router.admin("GET", f"/v1/admin/usage?start_time={start}&group_by=team&group_by=model")
+    assert [set(x) >= {"team", "model"} for b in repeated.json()["data"] for x in b["results"]] == [
+        True,
+        True,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("", "start_time"),
+        ("start_time=soon", "start_time"),
+        ("start_time=1&start_time=2", "start_time"),
+        ("start_time=1&bucket_width=1w", "bucket_width"),
+        ("start_time=1&group_by=cost", "group_by"),
+        ("start_time=1&limit=0", "limit"),
+        ("start_time=1&limit=40", "limit"),
+        ("start_time=5&end_time=5", "end_time"),
+        ("start_time=1&page=x", "page"),
+        ("start_time=1&colour=red", "colour"),
+    ],
+)
+async def test_admin_usage_refuses_bad_queries_naming_the_parameter(
+    router: Router, query: str, param: str
+) -> None:
+    r = await router.admin("GET", f"/v1/admin/usage?{query}")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_admin_usage_needs_the_admin_key(router: Router) -> None:
+    r = await router.client.get("/v1/admin/usage?start_time=0")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+
+def test_cli_prints_usage_per_bucket(ledger: Ledger, tmp_path: Path) -> None:
+    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(ledger.path)}}))
+    run = CliRunner().invoke
+    args = [
+        "usage",
+        "--since",
+        "2025-11-26",
+        "--until",
+        str(T0 + 3 * DAY),
+        "--group-by",
+        "team",
+        "-c",
+        str(config),
+    ]
+    out = run(cli, args)
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines() == [
+        "2025-11-26  team=blue  requests=1 input=1000 (cached 0) output=100 (reasoning 0) cost=$0.500000",
+        "2025-11-26  team=red  requests=2 input=300 (cached 40) output=30 (reasoning 5) cost=$0.030000",
+        "2025-11-28  team=red  requests=1 input=300 (cached 0) output=30 (reasoning 0) cost=$0.030000",
+    ]
+    hourly = run(cli, [*args[:5], "--bucket", "1h", "--json", "--teams", "blue", "-c", str(config)])
+    assert hourly.exit_code == 0, hourly.output
+    assert [json.loads(line)["start_time"] for line in hourly.output.splitlines()] == [T0 + 3600]
+    bad = run(cli, ["usage", "--since", "last week", "-c", str(config)])
+    assert bad.exit_code == 2 and "7d, 12h, 30m" in bad.output
