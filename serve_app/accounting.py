@@ -71,6 +71,7 @@ class LedgerClient(Protocol):
         rpm: int | None = None,
         models: tuple[str, ...] | None = None,
         tpm: int | None = None,
+        expires_at: float | None = None,
     ) -> tuple[str, KeyRecord]: ...
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
@@ -110,8 +111,9 @@ class LocalLedgerClient:
         rpm: int | None = None,
         models: tuple[str, ...] | None = None,
         tpm: int | None = None,
+        expires_at: float | None = None,
     ) -> tuple[str, KeyRecord]:
-        return self.ledger.keys.create(team, name, budget_usd, period, rpm, models, tpm)
+        return self.ledger.keys.create(team, name, budget_usd, period, rpm, models, tpm, expires_at)
 
     async def list_keys(self) -> list[KeyRecord]:
         return self.ledger.keys.list()
@@ -170,6 +172,10 @@ class Accountant:
                 raise AuthenticationError(
                     "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
                 )
+            found = self.ring.find(presented)
+            if found is not None and found.active and found.expires_at is not None:
+                when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(found.expires_at))
+                raise AuthenticationError(f"This API key expired at {when}.")
             raise AuthenticationError("Incorrect API key provided (unknown or revoked).")
         return record
 

@@ -2,10 +2,11 @@
 
     GET    /v1/router/stats          per model over the rolling window (client key)
     POST   /v1/router/feedback       {"request_id", "score"}: score in [0, 1] (client key)
-    POST   /v1/admin/keys            {"team", "name", "budget_usd"?, "period"?} -> the new key, once
+    POST   /v1/admin/keys            {"team", "name", "budget_usd"?, "period"?, "rpm"?, "tpm"?,
+                                     "models"?, "expires_at"?} -> the new key, once
     GET    /v1/admin/keys            every key's record (never the key)
     DELETE /v1/admin/keys/{key_id}   revoke (takes effect within auth.refresh_interval_s)
-    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "models"?}: change a key's limits
+    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "models"?, "expires_at"?}: change a key's limits
     GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
     GET    /v1/admin/usage           requests, tokens and cost per time bucket, grouped and filtered
                                      (``serve_app/usage.py``; query parameters as OpenAI's usage API)
@@ -16,6 +17,7 @@ Admin routes need ``Authorization: Bearer <admin key>``, the value of ``auth.adm
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, get_args
 
@@ -28,7 +30,7 @@ from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
-from serve_app.keys import MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
+from serve_app.keys import MAX_EXPIRES_AT, MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
 from serve_app.usage import WIDTH_S, GroupField, UsageQuery
 
@@ -50,6 +52,12 @@ class NewKey(BaseModel):
     models: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="the models it may use; unset: all"
     )
+    expires_at: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_EXPIRES_AT,
+        description="Unix seconds from which it is refused; unset: never",
+    )
 
 
 class KeyUpdate(BaseModel):
@@ -61,12 +69,19 @@ class KeyUpdate(BaseModel):
     models: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="the models it may use; null: all"
     )
+    expires_at: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_EXPIRES_AT,
+        description="Unix seconds from which it is refused (a past time expires it now); null: never",
+    )
 
 
 # the bodies these routes parse, for the OpenAPI document
 BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate]
 
-# ``GET /v1/admin/usage``: the query parameters that take several values (repeated or comma-separated)
+# ``GET /v1/admin/usage``: the query parameters that take several values, each repeated
+# (``group_by=team&group_by=model``), as OpenAI's usage API
 _LISTS = ("group_by", "models", "teams", "key_ids")
 
 
@@ -75,7 +90,7 @@ def usage_query(params: list[tuple[str, str]]) -> UsageQuery:
     raw: dict[str, Any] = {}
     for name, value in params:
         if name in _LISTS:
-            raw.setdefault(name, []).extend(v.strip() for v in value.split(",") if v.strip())
+            raw.setdefault(name, []).append(value)
         elif name in raw:
             raise InvalidRequestError(f"{name}: given more than once", param=name)
         else:
@@ -122,7 +137,7 @@ USAGE_PARAMETERS: list[dict[str, Any]] = [
             "schema": {
                 "type": "array",
                 "maxItems": 100,
-                "items": {"type": "string", "minLength": 1, "pattern": "^[^,]*$"},
+                "items": {"type": "string", "minLength": 1, "maxLength": 200},
             },
         }
         for name in ("models", "teams", "key_ids")
@@ -228,8 +243,12 @@ def add_router_routes(
         if (spec.budget_usd is None) != (spec.period is None):
             raise InvalidRequestError("A key budget needs both budget_usd and period (day or month).")
         models = _models(spec.models)
+        if spec.expires_at is not None and spec.expires_at <= time.time():
+            raise InvalidRequestError(
+                "expires_at is in the past: the key would be made already expired", param="expires_at"
+            )
         key, record = await acc.ledger.create_key(
-            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm, models, spec.tpm
+            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm, models, spec.tpm, spec.expires_at
         )
         await acc.refresh()
         return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
@@ -248,7 +267,7 @@ def add_router_routes(
         acc = admin(request)
         spec: KeyUpdate = _parse(KeyUpdate, await _json(request))
         if not spec.model_fields_set:
-            raise InvalidRequestError("Nothing to change: send rpm, tpm or models.")
+            raise InvalidRequestError("Nothing to change: send rpm, tpm, models or expires_at.")
         changes = spec.model_dump(include=spec.model_fields_set)
         if "models" in changes:
             changes["models"] = _models(spec.models)

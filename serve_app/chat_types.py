@@ -102,7 +102,7 @@ class Message(_Strict):
     def _shape(self) -> Message:
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a 'tool' message needs tool_call_id (the call it answers)")
-        if self.tool_calls and self.role != "assistant":
+        if self.tool_calls is not None and self.role != "assistant":  # an empty list too
             raise ValueError("only an 'assistant' message can carry tool_calls")
         if self.tool_call_id is not None and self.role != "tool":
             raise ValueError("only a 'tool' message carries tool_call_id")

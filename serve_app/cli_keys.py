@@ -46,13 +46,15 @@ def create(
         int | None, typer.Option(help="tokens a minute, prompt and answer (unset: no limit)")
     ] = None,
     models: Annotated[str | None, typer.Option(help="comma-separated models it may use (unset: all)")] = None,
+    expires: Annotated[str | None, typer.Option(help=EXPIRES_HELP + " (unset: never)")] = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Make a key. It is printed once: only its hash is kept."""
+    expires_at = None if expires is None else _until(expires, time.time())
     config, ledger = open_ledger(config_path)
     try:
         allowed = check_models(_split(models), config.models)
-        key, record = ledger.keys.create(team, name, budget_usd, period, rpm, allowed, tpm)
+        key, record = ledger.keys.create(team, name, budget_usd, period, rpm, allowed, tpm, expires_at)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -78,6 +80,8 @@ def list_keys(
             continue
         budget = f"${r.budget_usd:g}/{r.period}" if r.budget_usd is not None else "-"
         state = "active" if r.active else "revoked " + time.strftime("%Y-%m-%d", time.gmtime(r.revoked_at))
+        if r.active and r.expires_at is not None:
+            state = _expiry(r)
         who = f"{r.key_id}  {r.shown:9} team={r.team:12} name={r.name:16}"
         typer.echo(f"{who} budget={budget:12} {_limits(r)} {state}")
 
@@ -91,11 +95,19 @@ def update(
     no_tpm: Annotated[bool, typer.Option("--no-tpm", help="remove the token limit")] = False,
     models: Annotated[str | None, typer.Option(help="comma-separated models it may use")] = None,
     all_models: Annotated[bool, typer.Option("--all-models", help="let it use every model")] = False,
+    expires: Annotated[str | None, typer.Option(help=EXPIRES_HELP + "; a past time expires it now")] = None,
+    no_expiry: Annotated[bool, typer.Option("--no-expiry", help="let it never expire")] = False,
     config_path: ConfigOption = None,
 ) -> None:
     """Change a key's limits (a running router applies them within auth.refresh_interval_s)."""
     changes: dict[str, Any] = {}
-    pairs = {"rpm": (rpm, no_rpm), "tpm": (tpm, no_tpm), "models": (_split(models), all_models)}
+    expires_at = None if expires is None else _until(expires, time.time())
+    pairs = {
+        "rpm": (rpm, no_rpm),
+        "tpm": (tpm, no_tpm),
+        "models": (_split(models), all_models),
+        "expires_at": (expires_at, no_expiry),
+    }
     for field, (value, remove) in pairs.items():
         if value is not None and remove:
             typer.echo(f"error: {field}: give a value or remove it, not both", err=True)
@@ -104,7 +116,9 @@ def update(
             changes[field] = value
     if not changes:
         typer.echo(
-            "error: nothing to change: --rpm/--no-rpm, --tpm/--no-tpm, --models/--all-models", err=True
+            "error: nothing to change: --rpm/--no-rpm, --tpm/--no-tpm, --models/--all-models, "
+            "--expires/--no-expiry",
+            err=True,
         )
         raise typer.Exit(2)
     config, ledger = open_ledger(config_path)
@@ -120,7 +134,24 @@ def update(
     if record is None:
         typer.echo(f"error: no key with id {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{record.key_id} ({record.team}/{record.name}): {_limits(record)}")
+    expiry = "" if record.expires_at is None else " " + _expiry(record)
+    typer.echo(f"{record.key_id} ({record.team}/{record.name}): {_limits(record)}{expiry}")
+
+
+EXPIRES_HELP = "when it stops working: 30d, 12h or 90m from now, an ISO date or time (UTC), or Unix seconds"
+
+
+def _until(text: str, now: float) -> float:
+    """``keys --expires``: a span from now (``30d``) or a moment (``_moment``)."""
+    units = {"d": 86_400, "h": 3600, "m": 60}
+    if text[-1:] in units and text[:-1].isdigit():
+        return now + int(text[:-1]) * units[text[-1]]
+    return float(_moment(text))
+
+
+def _expiry(r: KeyRecord) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.expires_at))
+    return ("expired " if r.expired(time.time()) else "active, expires ") + when
 
 
 def _split(models: str | None) -> list[str] | None:
@@ -160,12 +191,16 @@ def budgets(config_path: ConfigOption = None) -> None:
 
 
 def _when(text: str, now: float) -> int:
-    """Unix seconds from ``7d`` / ``12h`` / ``30m`` (that long ago), a UTC date or time in ISO
-    form, or Unix seconds."""
+    """``usage --since/--until``: a span ago (``7d``) or a moment (``_moment``)."""
     units = {"d": 86_400, "h": 3600, "m": 60}
     if text[-1:] in units and text[:-1].isdigit():
         return int(now) - int(text[:-1]) * units[text[-1]]
-    if text.isdigit():
+    return _moment(text)
+
+
+def _moment(text: str) -> int:
+    """Unix seconds from Unix seconds, or an ISO date or time (UTC unless it names its zone)."""
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         parsed = dt.datetime.fromisoformat(text)

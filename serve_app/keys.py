@@ -3,8 +3,9 @@
 A key is ``fr-`` followed by 43 URL-safe characters (256 random bits). The store keeps its SHA-256
 (a key has full entropy, so a slow password hash would add nothing), a short prefix to tell keys
 apart in listings, its team, name, optional budget, its limits (``rpm`` requests and ``tpm`` tokens
-a minute; the ``models`` it may use) and whether it is revoked. The plain key is shown once, when it is
-created, and never again: not in listings, logs, responses or metrics.
+a minute; the ``models`` it may use), when it expires (``expires_at``; checked on every request
+against the clock, so it takes effect at once) and whether it is revoked. The plain key is shown
+once, when it is created, and never again: not in listings, logs, responses or metrics.
 
 ``KeyStore`` lives in the ledger's SQLite file (``serve_app/ledger.py`` opens it); the CLI and the
 admin endpoints write it, and the ingress replicas authenticate against a snapshot of it
@@ -41,11 +42,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at  REAL,
     rpm         INTEGER,
     models      TEXT,
-    tpm         INTEGER
+    tpm         INTEGER,
+    expires_at  REAL
 );
 """
-COLUMNS = "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm"
-ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT", "tpm": "INTEGER"}  # since the first key tables
+COLUMNS = (
+    "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm, expires_at"
+)
+# since the first key tables; also what ``KeyStore.update`` may change
+ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT", "tpm": "INTEGER", "expires_at": "REAL"}
 
 
 class AuthConfig(BaseModel):
@@ -79,11 +84,16 @@ MAX_RPM = 10_000_000  # requests a minute: far past what one router serves; a bo
 MAX_TPM = 10_000_000_000  # tokens a minute, likewise
 
 
-def _check_limits(rpm: int | None, tpm: int | None) -> None:
+MAX_EXPIRES_AT = 10**11  # Unix seconds (year 5138): a bound on typos such as milliseconds
+
+
+def _check_limits(rpm: int | None, tpm: int | None, expires_at: float | None = None) -> None:
     if rpm is not None and not 1 <= rpm <= MAX_RPM:
         raise ValueError(f"a rate limit (rpm) must be 1 to {MAX_RPM:_} requests a minute")
     if tpm is not None and not 1 <= tpm <= MAX_TPM:
         raise ValueError(f"a token limit (tpm) must be 1 to {MAX_TPM:_} tokens a minute")
+    if expires_at is not None and not 0 <= expires_at <= MAX_EXPIRES_AT:
+        raise ValueError(f"expires_at must be Unix seconds, 0 to {MAX_EXPIRES_AT:_}")
 
 
 def check_models(models: Sequence[str] | None, known: Iterable[str]) -> tuple[str, ...] | None:
@@ -114,25 +124,34 @@ class KeyRecord:
     rpm: int | None = None  # requests a minute (serve_app/rate_limits.py); None: no limit
     models: tuple[str, ...] | None = None  # the models it may use, directly or routed; None: all
     tpm: int | None = None  # tokens a minute, prompt and answer (serve_app/rate_limits.py); None: no limit
+    expires_at: float | None = None  # Unix seconds from which it is refused; None: never
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
 
     @property
     def active(self) -> bool:
+        """Not revoked (it may still have expired: ``usable``)."""
         return self.revoked_at is None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def usable(self, now: float) -> bool:
+        return self.active and not self.expired(now)
 
     def public(self) -> dict[str, Any]:
         return asdict(self) | {
             "active": self.active,
+            "expired": self.expired(time.time()),
             "models": None if self.models is None else list(self.models),
         }
 
 
 def _record(row: Sequence[Any]) -> KeyRecord:
     """A row of ``COLUMNS``; the model list is stored as JSON."""
-    models, tpm = row[9], row[10]
-    return replace(KeyRecord(*row[:9]), models=None if models is None else tuple(json.loads(models)), tpm=tpm)
+    models = None if row[9] is None else tuple(json.loads(row[9]))
+    return replace(KeyRecord(*row[:9]), models=models, tpm=row[10], expires_at=row[11])
 
 
 def _models_json(models: Sequence[str] | None) -> str | None:
@@ -162,6 +181,7 @@ class KeyStore:
         rpm: int | None = None,
         models: Sequence[str] | None = None,
         tpm: int | None = None,
+        expires_at: float | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key and its record; the plain key is returned here and nowhere else. ``models``
         must have been checked against the configuration (``check_models``)."""
@@ -171,7 +191,10 @@ class KeyStore:
             raise ValueError("a key budget needs both an amount and a period (day or month)")
         if budget_usd is not None and budget_usd < 0:
             raise ValueError("a budget cannot be negative")
-        _check_limits(rpm, tpm)
+        _check_limits(rpm, tpm, expires_at)
+        now = time.time()
+        if expires_at is not None and expires_at <= now:
+            raise ValueError("expires_at is in the past: a key would be made already expired")
         stored_models = _models_json(models)
         key = new_key()
         record = KeyRecord(
@@ -181,16 +204,18 @@ class KeyStore:
             name=name,
             budget_usd=budget_usd,
             period=period,
-            created_at=time.time(),
+            created_at=now,
             revoked_at=None,
             rpm=rpm,
             models=None if models is None else tuple(models),
             tpm=tpm,
+            expires_at=expires_at,
         )
         with self.db:
             self.db.execute(
                 "INSERT INTO api_keys (key_id, key_hash, shown, team, name, budget_usd, period, "
-                "created_at, revoked_at, rpm, models, tpm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, revoked_at, rpm, models, tpm, expires_at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.key_id,
                     hash_key(key),
@@ -204,6 +229,7 @@ class KeyStore:
                     rpm,
                     stored_models,
                     tpm,
+                    expires_at,
                 ),
             )
         return key, record
@@ -217,12 +243,13 @@ class KeyStore:
         return self.get(key_id)
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        """Change a key's limits: ``rpm``, ``tpm`` and ``models`` (None removes one). None when there
-        is no such key. ``models`` must have been checked against the configuration."""
+        """Change a key's limits: ``rpm``, ``tpm``, ``models`` and ``expires_at`` (None removes one;
+        an ``expires_at`` already past expires it now). None when there is no such key. ``models``
+        must have been checked against the configuration."""
         unknown = set(changes) - set(ADDED_COLUMNS)
         if unknown:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
-        _check_limits(changes.get("rpm"), changes.get("tpm"))
+        _check_limits(changes.get("rpm"), changes.get("tpm"), changes.get("expires_at"))
         values = dict(changes)
         if "models" in values:
             values["models"] = _models_json(values["models"])
@@ -264,13 +291,16 @@ class KeyRing:
     def update(self, by_hash: dict[str, KeyRecord]) -> None:
         self.by_hash = by_hash
 
-    def check(self, presented: str | None) -> KeyRecord | None:
-        """The active key's record; None for no key or an unknown or revoked one."""
-        if not presented:
-            return None
-        # looked up by hash: what the lookup's timing could reveal is a hash, not a key
-        record = self.by_hash.get(hash_key(presented))
-        return record if record is not None and record.active else None
+    def find(self, presented: str | None) -> KeyRecord | None:
+        """The record of a key ever made (revoked and expired ones too); None for no key or an
+        unknown one. Looked up by hash: what the lookup's timing could reveal is a hash, not a key."""
+        return self.by_hash.get(hash_key(presented)) if presented else None
+
+    def check(self, presented: str | None, now: float | None = None) -> KeyRecord | None:
+        """The usable key's record; None for no key or an unknown, revoked or expired one."""
+        record = self.find(presented)
+        usable = record is not None and record.usable(time.time() if now is None else now)
+        return record if usable else None
 
 
 def bearer(authorization: str | None, api_key_header: str | None = None) -> str | None:

@@ -28,11 +28,12 @@ import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BucketWidth = Literal["1m", "1h", "1d"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]  # a model, team or key id to filter by
 GroupField = Literal["model", "provider", "team", "key_id", "task_type", "policy"]
 
 WIDTH_S: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86_400}
@@ -60,9 +61,9 @@ class UsageQuery(BaseModel):
     end_time: int | None = Field(default=None, ge=0, le=10**11, description="end, exclusive; default now")
     bucket_width: BucketWidth = "1d"
     group_by: tuple[GroupField, ...] = ()
-    models: tuple[str, ...] = Field(default=(), max_length=100)
-    teams: tuple[str, ...] = Field(default=(), max_length=100)
-    key_ids: tuple[str, ...] = Field(default=(), max_length=100)
+    models: tuple[Name, ...] = Field(default=(), max_length=100)
+    teams: tuple[Name, ...] = Field(default=(), max_length=100)
+    key_ids: tuple[Name, ...] = Field(default=(), max_length=100)
     limit: int | None = Field(default=None, ge=1, description="buckets per page")
     page: str | None = Field(default=None, max_length=20, description="a previous page's next_page")
 

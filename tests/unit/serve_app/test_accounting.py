@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,26 @@ async def test_keys_are_required_once_made_and_revocation_takes_effect(router: R
     assert revoked.json()["active"] is False
     _error(await router.chat(key), 401, "invalid_api_key")
     _error(await router.admin("DELETE", "/v1/admin/keys/unknown"), 404, "not_found")
+
+
+async def test_an_expired_key_gets_401_saying_so(router: Router) -> None:
+    soon = int(time.time()) + 3600
+    made = (
+        await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "n", "expires_at": soon})
+    ).json()
+    assert made["expires_at"] == soon and made["expired"] is False
+    assert (await router.chat(made["key"])).status_code == 200
+    path = f"/v1/admin/keys/{made['key_id']}"
+    expired = await router.admin("PATCH", path, json={"expires_at": int(time.time()) - 1})
+    assert expired.status_code == 200 and expired.json()["expired"] is True
+    refused = await router.chat(made["key"])
+    _error(refused, 401, "invalid_api_key")
+    assert "expired" in refused.json()["error"]["message"]
+    assert (await router.admin("PATCH", path, json={"expires_at": None})).json()["expired"] is False
+    assert (await router.chat(made["key"])).status_code == 200
+    past = await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "n", "expires_at": 5})
+    _error(past, 400, None)
+    assert "expires_at" in past.json()["error"]["message"]
 
 
 async def test_admin_routes_need_the_admin_key(router: Router) -> None:

@@ -55,6 +55,11 @@ def _assert_envelope(r: httpx.Response, status: int) -> dict[str, object]:
             400,
             "only a 'tool' message carries tool_call_id",
         ),
+        (  # an empty list too: found by benchmarks/bad_input.py (the schema forbids the field)
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x", "tool_calls": []}]}',
+            400,
+            "only an 'assistant' message can carry tool_calls",
+        ),
         (b"", 400, "empty"),
         (b"[1, 2]", 400, "JSON object"),
         (b'{"model": "auto"}', 400, "messages: Field required"),

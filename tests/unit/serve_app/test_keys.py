@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -74,12 +76,14 @@ def test_bearer(authorization: str | None, x_api_key: str | None, expected: str 
     assert bearer(authorization, x_api_key) == expected
 
 
-def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) -> None:
+def test_a_key_table_made_before_rate_limits_and_expiry_gains_the_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(
-        KEYS_SCHEMA.replace(",\n    rpm         INTEGER,\n    models      TEXT,\n    tpm         INTEGER", "")
+    added = (
+        ",\n    rpm         INTEGER,\n    models      TEXT,\n    tpm         INTEGER,\n    expires_at  REAL"
     )
+    assert added in KEYS_SCHEMA
+    db.executescript(KEYS_SCHEMA.replace(added, ""))
     db.execute(
         "INSERT INTO api_keys VALUES ('id1', 'hash', 'fr-abcd…', 'team', 'name', NULL, NULL, 1.0, NULL)"
     )
@@ -90,6 +94,7 @@ def test_a_key_table_made_before_rate_limits_gains_the_column(tmp_path: Path) ->
     assert (
         old is not None and old.rpm is None and old.models is None and old.tpm is None and old.team == "team"
     )
+    assert old.expires_at is None and old.usable(time.time())
     _, made = ledger.keys.create("t", "n", rpm=60, models=("gpt-4o-mini",), tpm=10_000)
     assert made.tpm == 10_000
     assert ledger.keys.get(made.key_id) == made and made.rpm == 60 and made.models == ("gpt-4o-mini",)
@@ -161,3 +166,52 @@ def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
         cli, ["keys", "create", "--team", "t", "--name", "n", "--models", "x", "-c", str(config)]
     )
     assert bad_create.exit_code == 2 and "unknown models x" in bad_create.output
+
+
+def test_a_key_stops_working_when_it_expires(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    now = time.time()
+    key, record = ledger.keys.create("t", "n", expires_at=now + 3600)
+    forever, _ = ledger.keys.create("t", "m")
+    ring = KeyRing(ledger.keys.snapshot())
+    assert ring.check(key, now=now) == record and record.expires_at == now + 3600
+    assert ring.check(key, now=now + 3600) is None and ring.check(forever, now=now + 10**6) is not None
+    assert ring.find(key) == record  # what the 401 says comes from it: expired, not unknown
+    assert record.public()["expired"] is False and record.public()["expires_at"] == now + 3600
+    past = ledger.keys.update(record.key_id, {"expires_at": now - 1})  # an admin may expire it now
+    assert past is not None and past.public()["expired"] is True and not past.usable(now)
+    lifted = ledger.keys.update(record.key_id, {"expires_at": None})
+    assert lifted is not None and lifted.usable(now + 10**9)
+    with pytest.raises(ValueError, match="expires_at"):
+        ledger.keys.create("t", "n", expires_at=now - 5)  # a key made already expired is a mistake
+    with pytest.raises(ValueError, match="expires_at"):
+        ledger.keys.update(record.key_id, {"expires_at": -1.0})
+    ledger.close()
+
+
+def test_cli_sets_and_lifts_an_expiry(tmp_path: Path) -> None:
+    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(tmp_path / "l.db")}}))
+    run = CliRunner().invoke
+    made = run(cli, ["keys", "create", "--team", "t", "--name", "n", "--expires", "30d", "-c", str(config)])
+    assert made.exit_code == 0, made.output
+    key_id = made.output.split()[1]
+    [listed] = [
+        json.loads(line)
+        for line in run(cli, ["keys", "list", "--json", "-c", str(config)]).output.splitlines()
+    ]
+    assert abs(listed["expires_at"] - (time.time() + 30 * 86_400)) < 60 and listed["expired"] is False
+    day = time.strftime("%Y-%m-%d", time.gmtime(listed["expires_at"]))
+    assert f"active, expires {day}" in run(cli, ["keys", "list", "-c", str(config)]).output
+    moved = run(cli, ["keys", "update", key_id, "--expires", "2020-01-01", "-c", str(config)])
+    assert moved.exit_code == 0 and "expired 2020-01-01" in moved.output, moved.output
+    assert "expired 2020-01-01" in run(cli, ["keys", "list", "-c", str(config)]).output
+    lifted = run(cli, ["keys", "update", key_id, "--no-expiry", "-c", str(config)])
+    assert lifted.exit_code == 0 and "expire" not in lifted.output, lifted.output
+    for bad in (["--expires", "soon"], ["--expires", "5d", "--no-expiry"]):
+        assert run(cli, ["keys", "update", key_id, *bad, "-c", str(config)]).exit_code == 2, bad
+    past = run(
+        cli, ["keys", "create", "--team", "t", "--name", "n", "--expires", "2020-01-01", "-c", str(config)]
+    )
+    assert past.exit_code == 2 and "expires_at" in past.output
