@@ -17,6 +17,7 @@ Admin routes need ``Authorization: Bearer <admin key>``, the value of ``auth.adm
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any, get_args
@@ -83,6 +84,7 @@ BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate]
 # ``GET /v1/admin/usage``: the query parameters that take several values, each repeated
 # (``group_by=team&group_by=model``), as OpenAI's usage API
 _LISTS = ("group_by", "models", "teams", "key_ids")
+_WHOLE = ("start_time", "end_time", "limit")
 
 
 def usage_query(params: list[tuple[str, str]]) -> UsageQuery:
@@ -93,6 +95,8 @@ def usage_query(params: list[tuple[str, str]]) -> UsageQuery:
             raw.setdefault(name, []).append(value)
         elif name in raw:
             raise InvalidRequestError(f"{name}: given more than once", param=name)
+        elif name in _WHOLE and not re.fullmatch(r"[0-9]{1,12}", value):  # not 5.0, 1e3 or -1
+            raise InvalidRequestError(f"{name}: Input should be a whole number", param=name)
         else:
             raw[name] = value
     try:
@@ -137,7 +141,9 @@ USAGE_PARAMETERS: list[dict[str, Any]] = [
             "schema": {
                 "type": "array",
                 "maxItems": 100,
-                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                # no "type": a query value is text, and a name may read "false" or "1"; typed as
+                # strings, schemathesis sends such values as breaking the schema (its issue #3056)
+                "items": {"minLength": 1, "maxLength": 200},
             },
         }
         for name in ("models", "teams", "key_ids")

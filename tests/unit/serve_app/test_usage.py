@@ -193,6 +193,8 @@ async def test_admin_usage_reports_what_the_router_served(router: Router) -> Non
     [
         ("", "start_time"),
         ("start_time=soon", "start_time"),
+        ("start_time=0.0", "start_time"),
+        ("start_time=1&limit=1e1", "limit"),
         ("start_time=1&start_time=2", "start_time"),
         ("start_time=1&bucket_width=1w", "bucket_width"),
         ("start_time=1&group_by=cost", "group_by"),
