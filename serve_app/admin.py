@@ -2,6 +2,8 @@
 
     GET    /v1/router/stats          per model over the rolling window (client key)
     POST   /v1/router/feedback       {"request_id", "score"}: score in [0, 1] (client key)
+    GET    /v1/router/key            the calling key: its record, limits and the budgets it spends
+    GET    /v1/router/usage          the calling key's own usage (``serve_app/usage_params.py``)
     POST   /v1/admin/keys            {"team", "name", "budget_usd"?, "period"?, "rpm"?, "tpm"?,
                                      "models"?, "expires_at"?} -> the new key, once
     GET    /v1/admin/keys            every key's record (never the key)
@@ -17,10 +19,9 @@ Admin routes need ``Authorization: Bearer <admin key>``, the value of ``auth.adm
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -29,11 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from serve_app.accounting import Accountant
 from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
-from serve_app.errors import InvalidRequestError, NotFoundError
+from serve_app.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
 from serve_app.keys import MAX_EXPIRES_AT, MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
-from serve_app.usage import WIDTH_S, GroupField, UsageQuery
+from serve_app.usage_params import usage_parameters, usage_query, with_plain_400
 
 
 class Feedback(BaseModel):
@@ -80,87 +81,6 @@ class KeyUpdate(BaseModel):
 
 # the bodies these routes parse, for the OpenAPI document
 BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate]
-
-# ``GET /v1/admin/usage``: the query parameters that take several values, each repeated
-# (``group_by=team&group_by=model``), as OpenAI's usage API
-_LISTS = ("group_by", "models", "teams", "key_ids")
-_WHOLE = ("start_time", "end_time", "limit")
-
-
-def usage_query(params: list[tuple[str, str]]) -> UsageQuery:
-    """``UsageQuery`` from a request's query parameters; 400 naming the first one that is wrong."""
-    raw: dict[str, Any] = {}
-    for name, value in params:
-        if name in _LISTS:
-            raw.setdefault(name, []).append(value)
-        elif name in raw:
-            raise InvalidRequestError(f"{name}: given more than once", param=name)
-        elif name in _WHOLE and not re.fullmatch(r"[0-9]{1,12}", value):  # not 5.0, 1e3 or -1
-            raise InvalidRequestError(f"{name}: Input should be a whole number", param=name)
-        else:
-            raw[name] = value
-    try:
-        return UsageQuery.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["loc"]:
-            where = str(first["loc"][0])
-            raise InvalidRequestError(f"{where}: {first['msg']}", param=where) from None
-        message = first["msg"].removeprefix("Value error, ")  # the query's own checks name the field
-        raise InvalidRequestError(message, param=message.split(":")[0]) from None
-
-
-USAGE_PARAMETERS: list[dict[str, Any]] = [
-    {
-        "name": "start_time",
-        "in": "query",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": 10**11},
-        "description": "Unix seconds",
-    },
-    {
-        "name": "end_time",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 0, "maximum": 10**11},
-        "description": "exclusive; default now",
-    },
-    {"name": "bucket_width", "in": "query", "schema": {"enum": list(WIDTH_S)}},
-    {
-        "name": "group_by",
-        "in": "query",
-        "style": "form",
-        "explode": True,
-        "schema": {"type": "array", "items": {"enum": list(get_args(GroupField))}},
-    },
-    *[
-        {
-            "name": name,
-            "in": "query",
-            "style": "form",
-            "explode": True,
-            "schema": {
-                "type": "array",
-                "maxItems": 100,
-                # no "type": a query value is text, and a name may read "false" or "1"; typed as
-                # strings, schemathesis sends such values as breaking the schema (its issue #3056)
-                "items": {"minLength": 1, "maxLength": 200},
-            },
-        }
-        for name in ("models", "teams", "key_ids")
-    ],
-    {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1440},
-        "description": "buckets per page (1m: 1,440 at most; 1h: 168; 1d: 31)",
-    },
-    {
-        "name": "page",
-        "in": "query",
-        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
-        "description": "the next_page of the previous page",
-    },
-]
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
@@ -299,11 +219,41 @@ def add_router_routes(
 
     @app.get(
         "/v1/admin/usage",
-        responses=error_responses(400, 401, 404),
-        openapi_extra={"parameters": USAGE_PARAMETERS},
+        responses=with_plain_400(error_responses(400, 401, 404)),
+        openapi_extra={"parameters": usage_parameters(own_key=False)},
     )
     async def usage(request: Request) -> dict[str, Any]:
         acc = admin(request)
         query = usage_query(request.query_params.multi_items())
         await acc.flush()  # this replica's settlements not sent yet
+        return await acc.ledger.usage(query)
+
+    # -- a client key's view of itself ---------------------------------------------------------------
+
+    def own_key(request: Request) -> tuple[KeyRecord, Accountant]:
+        key = caller(request)
+        if key is None:
+            raise AuthenticationError(
+                "This route describes the API key that calls it, and the request has no API key "
+                "(send it as 'Authorization: Bearer <key>')."
+            )
+        return key, ledger_required()
+
+    @app.get("/v1/router/key", responses=error_responses(401, 404))
+    async def key_info(request: Request) -> dict[str, Any]:
+        key, acc = own_key(request)
+        await acc.flush()
+        scopes = acc.scopes(key)
+        budgets = [row for row in await acc.ledger.status() if row["scope"] in scopes]
+        return {"object": "router.key", **key.public(), "budgets": budgets}
+
+    @app.get(
+        "/v1/router/usage",
+        responses=with_plain_400(error_responses(400, 401, 404)),
+        openapi_extra={"parameters": usage_parameters(own_key=True)},
+    )
+    async def own_usage(request: Request) -> dict[str, Any]:
+        key, acc = own_key(request)
+        query = usage_query(request.query_params.multi_items(), own_key_id=key.key_id)
+        await acc.flush()
         return await acc.ledger.usage(query)

@@ -88,17 +88,19 @@ def test_generated_requests_get_documented_answers(router: str, config: FusionCo
     failures = [f"{key}\n  {tally.examples[key]}" for key in tally.failures]
     assert not failures, "\n".join(failures)
     assert not [s for s in tally.statuses if s.startswith("5")], tally.statuses
-    assert routes == 12 and {
+    assert routes == 14 and {
         "positive POST /v1/chat/completions",
         "negative POST /v1/chat/completions",
         "negative POST /v1/admin/keys",
         "negative PATCH /v1/admin/keys/{key_id}",
         "negative POST /v1/router/feedback",
         "negative GET /v1/admin/usage",
+        "negative GET /v1/router/usage",
     } <= set(fuzzed)
     assert tally.by_route["positive POST /v1/chat/completions"]["200"] > 0  # some reach a provider
     assert tally.by_route["positive GET /v1/admin/usage"]["200"] > 0
-    assert tally.statuses["405"] == 48 and tally.statuses["413"] == 2
+    assert tally.by_route["positive GET /v1/router/usage"]["200"] > 0
+    assert tally.statuses["405"] == 58 and tally.statuses["413"] == 2
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from serve_app.cli import cli
 from serve_app.config import DEFAULT_CONFIG_PATH, FusionConfig
 from serve_app.emulator import EmulatorServer
-from serve_app.ledger import Charge, Ledger
+from serve_app.ledger import BudgetsConfig, Charge, Ledger
 from serve_app.usage import UsageQuery, read_usage
 from tests.unit.serve_app.inprocess import emulated_config
 from tests.unit.serve_app.test_accounting import Router, _router
@@ -250,3 +251,51 @@ def test_cli_prints_usage_per_bucket(ledger: Ledger, tmp_path: Path) -> None:
     assert [json.loads(line)["start_time"] for line in hourly.output.splitlines()] == [T0 + 3600]
     bad = run(cli, ["usage", "--since", "last week", "-c", str(config)])
     assert bad.exit_code == 2 and "7d, 12h, 30m" in bad.output
+
+
+# -- a client's view of its own key ------------------------------------------------------------------
+
+
+async def test_a_key_sees_its_own_record_budgets_and_usage(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    cfg = emulated_config(config, emu.url)
+    budgets = BudgetsConfig.model_validate(
+        {
+            "global": {"limit_usd": 100.0, "period": "month"},
+            "teams": {"red": {"limit_usd": 50, "period": "day"}},
+        }
+    )
+    async for router in _router(cfg.model_copy(update={"budgets": budgets}), tmp_path):
+        spec = {"team": "red", "name": "nb", "budget_usd": 5, "period": "day", "rpm": 100}
+        mine = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()
+        theirs = (await router.admin("POST", "/v1/admin/keys", json={"team": "blue", "name": "x"})).json()
+        start = int(time.time()) - 1
+        for key, model in ((mine, "gpt-4o-mini"), (mine, "claude-haiku-4-5"), (theirs, "gpt-4o-mini")):
+            assert (await router.chat(key["key"], model=model)).status_code == 200
+        me = {"authorization": f"Bearer {mine['key']}"}
+        info = (await router.client.get("/v1/router/key", headers=me)).json()
+        assert info["object"] == "router.key" and info["key_id"] == mine["key_id"] and "key" not in info
+        assert info["team"] == "red" and info["rpm"] == 100 and info["expires_at"] is None
+        budgets_seen = {b["scope"]: b for b in info["budgets"]}
+        assert set(budgets_seen) == {"global", "team:red", f"key:{mine['key_id']}"}  # not blue's
+        assert budgets_seen[f"key:{mine['key_id']}"]["spent_usd"] > 0  # sent before answering
+        assert budgets_seen["global"]["spent_usd"] > budgets_seen[f"key:{mine['key_id']}"]["spent_usd"]
+
+        usage = await router.client.get(f"/v1/router/usage?start_time={start}&group_by=model", headers=me)
+        assert usage.status_code == 200, usage.text
+        rows = [r for b in usage.json()["data"] for r in b["results"]]
+        assert sorted(r["model"] for r in rows) == ["claude-haiku-4-5", "gpt-4o-mini"]  # its own only
+        assert sum(r["num_model_requests"] for r in rows) == 2
+        for query in ("key_ids=x", "teams=blue", "group_by=key_id", "group_by=team"):
+            refused = await router.client.get(f"/v1/router/usage?start_time=0&{query}", headers=me)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["param"] in ("key_ids", "teams", "group_by")
+        for path in ("/v1/router/key", "/v1/router/usage?start_time=0"):
+            r = await router.client.get(path)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+async def test_without_keys_the_key_routes_say_there_is_no_key(router: Router) -> None:
+    r = await router.client.get("/v1/router/key")
+    assert r.status_code == 401 and "no API key" in r.json()["error"]["message"]
