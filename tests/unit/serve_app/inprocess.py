@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
+from pathlib import Path
+
+import yaml
 
 from deployments.provider import ProviderCore
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification
 from predictors.task_classifier import EmbeddingClassifier
-from serve_app.config import EmulatorConfig, FusionConfig, ProviderConfig
+from serve_app.config import DEFAULT_CONFIG_PATH, EmulatorConfig, FusionConfig, ProviderConfig
 from serve_app.errors import ProviderError
 from serve_app.gateway import Gateway
 
@@ -32,6 +35,14 @@ def emulated_config(config: FusionConfig, emulator_url: str, **server: float) ->
 
 
 @functools.cache
+def config_file(tmp_path: Path, ledger: Path) -> Path:
+    """The shipped configuration as a file whose ledger is ``ledger`` (for CLI tests)."""
+    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(ledger)}}))
+    return path
+
+
 def _classifier() -> EmbeddingClassifier:
     return EmbeddingClassifier()
 

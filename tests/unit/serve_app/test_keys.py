@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from serve_app.cli import cli
-from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.keys import KEYS_SCHEMA, KeyRing, bearer, check_models
 from serve_app.ledger import Ledger
+from tests.unit.serve_app.inprocess import config_file
 
 
 def test_only_the_hash_is_stored(tmp_path: Path) -> None:
@@ -127,14 +126,19 @@ def test_model_lists_are_checked_against_the_configuration() -> None:
         check_models([], ["a"])
 
 
-def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
-    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(tmp_path / "l.db")}}))
-    run = CliRunner().invoke
-    made = run(cli, ["keys", "create", "--team", "t", "--name", "n", "--rpm", "30", "-c", str(config)])
+def _cli_key(tmp_path: Path, *options: str) -> tuple[Path, str]:
+    """A config file with its ledger in ``tmp_path``, and the id of a key made with ``options``."""
+    config = config_file(tmp_path, tmp_path / "l.db")
+    made = CliRunner().invoke(
+        cli, ["keys", "create", "--team", "t", "--name", "n", *options, "-c", str(config)]
+    )
     assert made.exit_code == 0, made.output
-    key_id = made.output.split()[1]
+    return config, made.output.split()[1]
+
+
+def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
+    config, key_id = _cli_key(tmp_path, "--rpm", "30")
+    run = CliRunner().invoke
     assert "rpm=30      tpm=-         models=all" in run(cli, ["keys", "list", "-c", str(config)]).output
     lifted = run(
         cli,
@@ -190,13 +194,8 @@ def test_a_key_stops_working_when_it_expires(tmp_path: Path) -> None:
 
 
 def test_cli_sets_and_lifts_an_expiry(tmp_path: Path) -> None:
-    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(tmp_path / "l.db")}}))
+    config, key_id = _cli_key(tmp_path, "--expires", "30d")
     run = CliRunner().invoke
-    made = run(cli, ["keys", "create", "--team", "t", "--name", "n", "--expires", "30d", "-c", str(config)])
-    assert made.exit_code == 0, made.output
-    key_id = made.output.split()[1]
     [listed] = [
         json.loads(line)
         for line in run(cli, ["keys", "list", "--json", "-c", str(config)]).output.splitlines()

@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from serve_app.cli import cli
-from serve_app.config import DEFAULT_CONFIG_PATH, FusionConfig
+from serve_app.config import FusionConfig
 from serve_app.emulator import EmulatorServer
 from serve_app.ledger import BudgetsConfig, Charge, Ledger
 from serve_app.usage import UsageQuery, read_usage
-from tests.unit.serve_app.inprocess import emulated_config
+from tests.unit.serve_app.inprocess import config_file, emulated_config
 from tests.unit.serve_app.test_accounting import Router, _router
 
 DAY = 86_400
@@ -224,9 +223,7 @@ async def test_admin_usage_needs_the_admin_key(router: Router) -> None:
 
 
 def test_cli_prints_usage_per_bucket(ledger: Ledger, tmp_path: Path) -> None:
-    shipped = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**shipped, "ledger": {"path": str(ledger.path)}}))
+    config = config_file(tmp_path, ledger.path)
     run = CliRunner().invoke
     args = [
         "usage",
