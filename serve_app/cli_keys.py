@@ -255,7 +255,7 @@ def usage(
                 "%Y-%m-%d %H:%M" if bucket != "1d" else "%Y-%m-%d", time.gmtime(b["start_time"])
             )
             for r in b["results"]:
-                groups = " ".join(f"{g}={r[g]}" for g in query.group_by)
+                groups = " ".join(f"{g}={'-' if r[g] is None else r[g]}" for g in query.group_by)
                 typer.echo(
                     f"{day}  {groups + '  ' if groups else ''}requests={r['num_model_requests']} "
                     f"input={r['input_tokens']} (cached {r['input_cached_tokens']}) "

@@ -209,7 +209,7 @@ class KeyStore:
             rpm=rpm,
             models=None if models is None else tuple(models),
             tpm=tpm,
-            expires_at=expires_at,
+            expires_at=None if expires_at is None else float(expires_at),  # as SQLite gives it back
         )
         with self.db:
             self.db.execute(

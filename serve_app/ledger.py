@@ -377,7 +377,8 @@ class Ledger:
         for scope in hold.scopes:
             usage = self._usage.get(scope)
             if usage is not None:
-                usage.reserved = max(0.0, usage.reserved - hold.amount)
+                left = usage.reserved - hold.amount
+                usage.reserved = left if left > 1e-12 else 0.0  # no float residue (1e-21) once all are gone
 
     def _add_spend(self, c: Charge, now: float) -> None:
         if not c.cost_usd:

@@ -38,6 +38,11 @@ def test_settling_releases_the_hold_and_counts_the_real_cost(tmp_path: Path) -> 
     [row] = ledger.status()
     assert row["spent_usd"] == pytest.approx(0.2) and row["reserved_usd"] == pytest.approx(0.0)
     assert sum(ledger.reserve(f"s{i}", 0.1, None, None, 60).admitted for i in range(20)) == 8
+    ledger.settle([Charge(f"s{i}", 0.0) for i in range(20)])
+    for i, amount in enumerate((0.1, 0.2)):  # 0.1 + 0.2 - 0.1 - 0.2 is 5.6e-17 in floats
+        ledger.reserve(f"t{i}", amount, None, None, 60)
+    ledger.settle([Charge("t0", 0.0), Charge("t1", 0.0)])
+    assert ledger.status()[0]["reserved_usd"] == 0.0  # no residue once every hold is gone
 
 
 def test_settle_is_idempotent(tmp_path: Path) -> None:
