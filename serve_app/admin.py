@@ -8,7 +8,8 @@
                                      "models"?, "expires_at"?} -> the new key, once
     GET    /v1/admin/keys            every key's record (never the key)
     DELETE /v1/admin/keys/{key_id}   revoke (takes effect within auth.refresh_interval_s)
-    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "models"?, "expires_at"?}: change a key's limits
+    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "models"?, "expires_at"?, "budget_usd"?,
+                                     "period"?}: change a key's limits
     GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
     GET    /v1/admin/usage           requests, tokens and cost per time bucket, grouped and filtered
                                      (``serve_app/usage.py``; query parameters as OpenAI's usage API)
@@ -63,7 +64,8 @@ class NewKey(BaseModel):
 
 
 class KeyUpdate(BaseModel):
-    """``PATCH /v1/admin/keys/{key_id}``: the key's limits to change (null removes one)."""
+    """``PATCH /v1/admin/keys/{key_id}``: the key's limits to change (null removes one; a budget is
+    ``budget_usd`` with ``period``, both given)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
     rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; null: no limit")
@@ -77,6 +79,8 @@ class KeyUpdate(BaseModel):
         le=MAX_EXPIRES_AT,
         description="Unix seconds from which it is refused (a past time expires it now); null: never",
     )
+    budget_usd: float | None = Field(default=None, ge=0, description="with period; null (both): no budget")
+    period: Period | None = Field(default=None, description="with budget_usd; null (both): no budget")
 
 
 # the bodies these routes parse, for the OpenAPI document
@@ -193,8 +197,15 @@ def add_router_routes(
         acc = admin(request)
         spec: KeyUpdate = _parse(KeyUpdate, await _json(request))
         if not spec.model_fields_set:
-            raise InvalidRequestError("Nothing to change: send rpm, tpm, models or expires_at.")
+            raise InvalidRequestError("Nothing to change: send rpm, tpm, models, expires_at or a budget.")
         changes = spec.model_dump(include=spec.model_fields_set)
+        if ("budget_usd" in changes) != ("period" in changes) or (
+            (changes.get("budget_usd") is None) != (changes.get("period") is None)
+        ):
+            raise InvalidRequestError(
+                "Change a key's budget with budget_usd and period together (both null removes it).",
+                param="budget_usd",
+            )
         if "models" in changes:
             changes["models"] = _models(spec.models)
         record = await acc.ledger.update_key(key_id, changes)

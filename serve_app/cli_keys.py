@@ -78,7 +78,7 @@ def list_keys(
         if as_json:
             typer.echo(json.dumps(r.public()))
             continue
-        budget = f"${r.budget_usd:g}/{r.period}" if r.budget_usd is not None else "-"
+        budget = _budget(r)
         state = "active" if r.active else "revoked " + time.strftime("%Y-%m-%d", time.gmtime(r.revoked_at))
         if r.active and r.expires_at is not None:
             state = _expiry(r)
@@ -97,10 +97,21 @@ def update(
     all_models: Annotated[bool, typer.Option("--all-models", help="let it use every model")] = False,
     expires: Annotated[str | None, typer.Option(help=EXPIRES_HELP + "; a past time expires it now")] = None,
     no_expiry: Annotated[bool, typer.Option("--no-expiry", help="let it never expire")] = False,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="its own budget, USD per period (with --period)")
+    ] = None,
+    period: Annotated[Literal["day", "month"] | None, typer.Option(help="the budget's period")] = None,
+    no_budget: Annotated[bool, typer.Option("--no-budget", help="remove its own budget")] = False,
     config_path: ConfigOption = None,
 ) -> None:
-    """Change a key's limits (a running router applies them within auth.refresh_interval_s)."""
+    """Change a key's limits (a running router applies them within auth.refresh_interval_s). A new
+    budget counts what the key already spent in its period."""
     changes: dict[str, Any] = {}
+    if (budget_usd is None) != (period is None) or (no_budget and budget_usd is not None):
+        typer.echo("error: give --budget-usd with --period, or --no-budget", err=True)
+        raise typer.Exit(2)
+    if budget_usd is not None or no_budget:
+        changes.update(budget_usd=budget_usd, period=period)
     expires_at = None if expires is None else _until(expires, time.time())
     pairs = {
         "rpm": (rpm, no_rpm),
@@ -117,7 +128,7 @@ def update(
     if not changes:
         typer.echo(
             "error: nothing to change: --rpm/--no-rpm, --tpm/--no-tpm, --models/--all-models, "
-            "--expires/--no-expiry",
+            "--expires/--no-expiry, --budget-usd with --period/--no-budget",
             err=True,
         )
         raise typer.Exit(2)
@@ -135,7 +146,9 @@ def update(
         typer.echo(f"error: no key with id {key_id}", err=True)
         raise typer.Exit(1)
     expiry = "" if record.expires_at is None else " " + _expiry(record)
-    typer.echo(f"{record.key_id} ({record.team}/{record.name}): {_limits(record)}{expiry}")
+    typer.echo(
+        f"{record.key_id} ({record.team}/{record.name}): budget={_budget(record)} {_limits(record)}{expiry}"
+    )
 
 
 EXPIRES_HELP = "when it stops working: 30d, 12h or 90m from now, an ISO date or time (UTC), or Unix seconds"
@@ -152,6 +165,10 @@ def _until(text: str, now: float) -> float:
 def _expiry(r: KeyRecord) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.expires_at))
     return ("expired " if r.expired(time.time()) else "active, expires ") + when
+
+
+def _budget(r: KeyRecord) -> str:
+    return f"${r.budget_usd:g}/{r.period}" if r.budget_usd is not None else "-"
 
 
 def _split(models: str | None) -> list[str] | None:

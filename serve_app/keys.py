@@ -49,8 +49,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 COLUMNS = (
     "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm, expires_at"
 )
-# since the first key tables; also what ``KeyStore.update`` may change
+# since the first key tables
 ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT", "tpm": "INTEGER", "expires_at": "REAL"}
+CHANGEABLE = (*ADDED_COLUMNS, "budget_usd", "period")  # what ``KeyStore.update`` may change
 
 
 class AuthConfig(BaseModel):
@@ -94,6 +95,15 @@ def _check_limits(rpm: int | None, tpm: int | None, expires_at: float | None = N
         raise ValueError(f"a token limit (tpm) must be 1 to {MAX_TPM:_} tokens a minute")
     if expires_at is not None and not 0 <= expires_at <= MAX_EXPIRES_AT:
         raise ValueError(f"expires_at must be Unix seconds, 0 to {MAX_EXPIRES_AT:_}")
+
+
+def _check_budget(budget_usd: float | None, period: str | None) -> None:
+    if (budget_usd is None) != (period is None):
+        raise ValueError("a key budget needs both an amount (budget_usd) and a period (day or month)")
+    if budget_usd is not None and budget_usd < 0:
+        raise ValueError("a budget cannot be negative")
+    if period is not None and period not in ("day", "month"):
+        raise ValueError("a budget's period is day or month")
 
 
 def check_models(models: Sequence[str] | None, known: Iterable[str]) -> tuple[str, ...] | None:
@@ -187,10 +197,7 @@ class KeyStore:
         must have been checked against the configuration (``check_models``)."""
         if not team or not name:
             raise ValueError("a key needs a team and a name")
-        if (budget_usd is None) != (period is None):
-            raise ValueError("a key budget needs both an amount and a period (day or month)")
-        if budget_usd is not None and budget_usd < 0:
-            raise ValueError("a budget cannot be negative")
+        _check_budget(budget_usd, period)
         _check_limits(rpm, tpm, expires_at)
         now = time.time()
         if expires_at is not None and expires_at <= now:
@@ -243,12 +250,16 @@ class KeyStore:
         return self.get(key_id)
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        """Change a key's limits: ``rpm``, ``tpm``, ``models`` and ``expires_at`` (None removes one;
-        an ``expires_at`` already past expires it now). None when there is no such key. ``models``
-        must have been checked against the configuration."""
-        unknown = set(changes) - set(ADDED_COLUMNS)
+        """Change a key's limits: ``rpm``, ``tpm``, ``models``, ``expires_at`` and its budget,
+        ``budget_usd`` with ``period`` (None removes one; an ``expires_at`` already past expires it
+        now). None when there is no such key. ``models`` must have been checked against the
+        configuration. A new budget counts what the key spent since its period began."""
+        unknown = set(changes) - set(CHANGEABLE)
         if unknown:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
+        if ("budget_usd" in changes) != ("period" in changes):
+            raise ValueError("change a key's budget_usd and period together")
+        _check_budget(changes.get("budget_usd"), changes.get("period"))
         _check_limits(changes.get("rpm"), changes.get("tpm"), changes.get("expires_at"))
         values = dict(changes)
         if "models" in values:

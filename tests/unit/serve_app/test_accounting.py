@@ -345,6 +345,22 @@ async def test_exhausted_budget_is_429_insufficient_quota(
         assert router.metrics.total("fusion_errors_total", kind="request_insufficient_quota") >= 1
 
 
+async def test_a_keys_budget_can_be_raised_and_removed(router: Router) -> None:
+    spec = {"team": "t", "name": "n", "budget_usd": 0.0, "period": "day"}
+    made = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()
+    _error(await router.chat(made["key"], model="gpt-4o-mini"), 429, "insufficient_quota")
+    path = f"/v1/admin/keys/{made['key_id']}"
+    raised = await router.admin("PATCH", path, json={"budget_usd": 5.0, "period": "month"})
+    assert raised.status_code == 200 and raised.json()["budget_usd"] == 5.0, raised.text
+    answered = await router.chat(made["key"], model="gpt-4o-mini")
+    assert answered.status_code == 200 and answered.json()["fusion"]["reserved_usd"] > 0  # held against it
+    for half in ({"budget_usd": 9.0}, {"period": "day"}, {"budget_usd": 9.0, "period": None}):
+        _error(await router.admin("PATCH", path, json=half), 400, None)
+    removed = await router.admin("PATCH", path, json={"budget_usd": None, "period": None})
+    assert removed.json()["budget_usd"] is None and removed.json()["period"] is None
+    assert (await router.chat(made["key"], model="gpt-4o-mini")).json()["fusion"]["reserved_usd"] is None
+
+
 async def test_concurrent_requests_cannot_overspend(
     emu: EmulatorServer, config: FusionConfig, tmp_path: Path
 ) -> None:

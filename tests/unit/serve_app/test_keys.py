@@ -110,8 +110,16 @@ def test_a_key_table_made_before_rate_limits_and_expiry_gains_the_columns(tmp_pa
     with pytest.raises(ValueError, match="tpm"):
         ledger.keys.update("id1", {"tpm": 0})
     assert ledger.keys.update("id1", {"tpm": 500}).tpm == 500  # type: ignore[union-attr]
-    with pytest.raises(ValueError, match="budget_usd"):
+    with pytest.raises(ValueError, match="budget_usd and period together"):
         ledger.keys.update("id1", {"budget_usd": 1.0})
+    with pytest.raises(ValueError, match="both an amount"):
+        ledger.keys.update("id1", {"budget_usd": 1.0, "period": None})
+    with pytest.raises(ValueError, match="negative"):
+        ledger.keys.update("id1", {"budget_usd": -1.0, "period": "day"})
+    with pytest.raises(ValueError, match="day or month"):
+        ledger.keys.update("id1", {"budget_usd": 1.0, "period": "week"})
+    with pytest.raises(ValueError, match="cannot change team"):
+        ledger.keys.update("id1", {"team": "other"})
     with pytest.raises(ValueError, match="empty"):
         ledger.keys.update("id1", {"models": []})
     ledger.close()
@@ -191,6 +199,22 @@ def test_a_key_stops_working_when_it_expires(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expires_at"):
         ledger.keys.update(record.key_id, {"expires_at": -1.0})
     ledger.close()
+
+
+def test_cli_sets_and_removes_a_keys_budget(tmp_path: Path) -> None:
+    config, key_id = _cli_key(tmp_path)
+    run = CliRunner().invoke
+    raised = run(cli, ["keys", "update", key_id, "--budget-usd", "3", "--period", "month", "-c", str(config)])
+    assert raised.exit_code == 0 and "budget=$3/month" in raised.output, raised.output
+    assert "budget=$3/month" in run(cli, ["keys", "list", "-c", str(config)]).output
+    removed = run(cli, ["keys", "update", key_id, "--no-budget", "-c", str(config)])
+    assert removed.exit_code == 0 and "budget=- " in removed.output, removed.output
+    for bad in (
+        ["--budget-usd", "3"],
+        ["--period", "day"],
+        ["--no-budget", "--budget-usd", "1", "--period", "day"],
+    ):
+        assert run(cli, ["keys", "update", key_id, *bad, "-c", str(config)]).exit_code == 2, bad
 
 
 def test_cli_sets_and_lifts_an_expiry(tmp_path: Path) -> None:

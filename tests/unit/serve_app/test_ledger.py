@@ -144,3 +144,17 @@ def test_feedback_scores_the_model_that_served_and_only_for_its_key(tmp_path: Pa
     row = ledger.economics(window_s=3600)["gpt-4.1"]
     assert row["requests"] == 2 and row["cost_per_request_usd"] == pytest.approx(0.02)
     assert row["quality"] == pytest.approx(0.75) and row["feedback"] == 2
+
+
+def test_a_keys_new_budget_counts_what_it_spent_in_the_period(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    _, record = ledger.keys.create("t", "n", budget_usd=0.1, period="day")
+    assert ledger.reserve("a", 0.1, record.key_id, "t", 60).admitted
+    ledger.settle([Charge("a", 0.1, key_id=record.key_id, team="t", model="m")])
+    assert not ledger.reserve("b", 0.05, record.key_id, "t", 60).admitted
+    ledger.keys.update(record.key_id, {"budget_usd": 0.12, "period": "day"})
+    assert ledger.reserve("c", 0.05, record.key_id, "t", 60).refused_scope == f"key:{record.key_id}"
+    assert ledger.reserve("d", 0.02, record.key_id, "t", 60).admitted  # 0.1 spent + 0.02 <= 0.12
+    ledger.keys.update(record.key_id, {"budget_usd": None, "period": None})
+    assert ledger.reserve("e", 50.0, record.key_id, "t", 60).admitted  # no budget applies
+    ledger.close()
