@@ -58,7 +58,14 @@ class LedgerClient(Protocol):
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
     ) -> Admission: ...
     async def take(
-        self, key_id: str, rpm: int | None, tpm: int | None, tokens: int
+        self,
+        key_id: str,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        team: str | None = None,
+        team_rpm: int | None = None,
+        team_tpm: int | None = None,
     ) -> list[RateDecision]: ...
     async def settle(self, charges: list[Charge]) -> int: ...
     async def directory(self) -> Directory: ...
@@ -93,8 +100,17 @@ class LocalLedgerClient:
     ) -> Admission:
         return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
 
-    async def take(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> list[RateDecision]:
-        return self.ledger.take(key_id, rpm, tpm, tokens)
+    async def take(
+        self,
+        key_id: str,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        team: str | None = None,
+        team_rpm: int | None = None,
+        team_tpm: int | None = None,
+    ) -> list[RateDecision]:
+        return self.ledger.take(key_id, rpm, tpm, tokens, team, team_rpm, team_tpm)
 
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
@@ -196,16 +212,21 @@ class Accountant:
 
     async def limit(self, key: KeyRecord | None, chat: ChatCompletionRequest) -> list[RateDecision]:
         """Count the request against the key's ``rpm`` and its prompt's tokens against its ``tpm``,
-        on the ledger (one limiter for every ingress replica; the answer's tokens are charged when
-        it settles); over a limit: 429 rate_limit_exceeded with Retry-After. A key without limits
-        costs nothing. When the ledger does not answer in time the request goes on unlimited (a
-        rate limit protects capacity, not money: budgets still fail closed) and a warning is logged."""
-        if key is None or (key.rpm is None and key.tpm is None):
+        and both against its team's (``rate_limits.teams``), on the ledger (one limiter for every
+        ingress replica; the answer's tokens are charged when it settles); over a limit: 429
+        rate_limit_exceeded with Retry-After. A key without limits, of a team without, costs
+        nothing. When the ledger does not answer in time the request goes on unlimited (a rate limit
+        protects capacity, not money: budgets still fail closed) and a warning is logged."""
+        if key is None:
             return []
-        tokens = chat.prompt_tokens_upper() if key.tpm is not None else 0
+        team = self.config.rate_limits.teams.get(key.team)
+        team_rpm, team_tpm = (team.rpm, team.tpm) if team is not None else (None, None)
+        if key.rpm is None and key.tpm is None and team_rpm is None and team_tpm is None:
+            return []
+        tokens = chat.prompt_tokens_upper() if key.tpm is not None or team_tpm is not None else 0
         try:
             decisions = await asyncio.wait_for(
-                self.ledger.take(key.key_id, key.rpm, key.tpm, tokens),
+                self.ledger.take(key.key_id, key.rpm, key.tpm, tokens, key.team, team_rpm, team_tpm),
                 timeout=self.config.budgets.reserve_timeout_s,
             )
         except Exception as exc:  # timeout, or the actor restarting
@@ -220,7 +241,7 @@ class Accountant:
         refused = [d for d in decisions if not d.allowed]
         if refused:
             first = max(refused, key=lambda d: (d.never, d.retry_after_s))
-            who = f"key '{key.name}' ({key.key_id})"
+            who = f"key '{key.name}' ({key.key_id})" if first.scope == "key" else f"team '{key.team}'"
             what = f"Rate limit reached for {who}: {first.limit} {first.unit} per minute."
             if first.never:
                 what = (
@@ -229,7 +250,8 @@ class Accountant:
                 )
             else:
                 what += f" Retry after {first.retry_after_s:.2f} s."
-            raise RateLimitError(what, limit=first.unit, headers=rate_headers(decisions))
+            limit = first.unit if first.scope == "key" else f"team_{first.unit}"
+            raise RateLimitError(what, limit=limit, headers=rate_headers(decisions))
         return decisions
 
     # -- may they spend -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from deployments.providers.base import Endpoint
 from serve_app.health import BreakerConfig
 from serve_app.keys import AuthConfig
 from serve_app.ledger import BudgetsConfig, LedgerConfig
+from serve_app.rate_limits import RateLimitsConfig
 from serve_app.retry import RetryConfig
 from serve_app.stats import StatsConfig
 
@@ -441,6 +442,7 @@ class FusionConfig(_Strict):
     forecast: ForecastConfig = ForecastConfig()
     auth: AuthConfig = AuthConfig()
     budgets: BudgetsConfig = BudgetsConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
     ledger: LedgerConfig = LedgerConfig()
     stats: StatsConfig = StatsConfig()
 

@@ -123,7 +123,7 @@ class RateLimitError(FusionError):
 
     def __init__(self, message: str, *, limit: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.limit = limit  # "requests" or "tokens": which of the key's limits refused it
+        self.limit = limit  # "requests" or "tokens" (the key's), "team_requests" or "team_tokens"
         self._headers = dict(headers or {})
 
     def headers(self) -> dict[str, str]:

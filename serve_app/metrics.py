@@ -60,7 +60,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fusion_cost_usd_total": ("counter", "Spend in USD", ("model", "provider", "team")),
     "fusion_rate_limited_total": (
         "counter",
-        "Requests refused by their key's rate limit, by team and the limit (requests or tokens)",
+        "Requests refused by a rate limit, by team and the limit (requests, tokens, team_requests, "
+        "team_tokens)",
         ("team", "limit"),
     ),
     "fusion_routing_decisions_total": (

@@ -1,15 +1,17 @@
-"""Per-key rate limits: ``rpm`` requests and ``tpm`` tokens a minute, set on the key (``fusion keys
-create --rpm --tpm``, ``fusion keys update``, or the admin endpoints).
+"""Rate limits: ``rpm`` requests and ``tpm`` tokens a minute, set on a key (``fusion keys create
+--rpm --tpm``, ``fusion keys update``, or the admin endpoints) and on a team in the configuration
+(``rate_limits.teams``: one allowance shared by every key of the team).
 
 Each limit is a GCRA bucket (the generic cell rate algorithm: a token bucket kept as one timestamp,
 the time at which it is full again): a key with ``rpm`` = R may send R requests at once, and then
 one every 60/R s. Tokens count as OpenAI counts them, prompt and answer: the prompt's (the router's
 upper estimate) when the request is admitted, the answer's when it settles (``charge``), which may
 take the bucket into debt that later requests wait out. A request is admitted against all its
-key's limits or refused with 429 ``rate_limit_exceeded`` having spent none, before it is
+key's and its team's limits or refused with 429 ``rate_limit_exceeded`` having spent none, before it is
 classified, held against a budget or sent to a provider, with ``Retry-After`` saying when it would
 be admitted (none when its prompt alone is more than a full bucket). Every answer to a limited key
-carries OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers.
+carries OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers (of the key's or
+the team's limit, whichever has less left).
 
 The buckets live in the BudgetLedger actor, next to the key table: one limiter for all the ingress
 replicas, so the limits hold whatever their number. A key without limits costs no call. The state
@@ -24,7 +26,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.keys import MAX_RPM, MAX_TPM
+
 WINDOW_S = 60.0
+
+
+class TeamLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute, all its keys")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute, all its keys")
+
+
+class RateLimitsConfig(BaseModel):
+    """Limits shared by all the keys of a team (each key's own are set on the key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    teams: dict[str, TeamLimits] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,7 @@ class RateDecision:
     retry_after_s: float = 0.0  # refused: until this request would be admitted
     unit: str = "requests"  # or "tokens"
     never: bool = False  # refused: the request alone needs more than a full bucket holds
+    scope: str = "key"  # whose limit: the key's, or its "team"'s
 
     def headers(self) -> dict[str, str]:
         """OpenAI's names: x-ratelimit-{limit,remaining,reset}-{requests,tokens}; Retry-After
@@ -54,9 +76,10 @@ class RateDecision:
 
 
 def headers(decisions: list[RateDecision]) -> dict[str, str]:
-    """Every limit's headers; Retry-After from the refusal that waits longest."""
+    """Every limit's headers: per unit, the refusal that waits longest, else the limit with the
+    least left (a key's and its team's requests share the header names)."""
     out: dict[str, str] = {}
-    for d in sorted(decisions, key=lambda d: d.retry_after_s if not d.allowed else -1.0):
+    for d in sorted(decisions, key=lambda d: (not d.allowed, d.retry_after_s, -d.remaining)):
         out.update(d.headers())
     return out
 
@@ -79,6 +102,7 @@ class Want:
     limit: int
     cost: int = 1
     unit: str = "requests"
+    scope: str = "key"
 
 
 class RateLimiter:
@@ -105,12 +129,11 @@ class RateLimiter:
             if new_tat - now > WINDOW_S + 1e-9:
                 never = w.cost > w.limit
                 wait = new_tat - now - WINDOW_S
-                decisions.append(RateDecision(False, w.limit, 0, tat - now, wait, w.unit, never))
+                decisions.append(RateDecision(False, w.limit, 0, tat - now, wait, w.unit, never, w.scope))
                 continue
             remaining = math.floor((WINDOW_S - (new_tat - now)) / per_unit + 1e-9)
-            decisions.append(
-                RateDecision(True, w.limit, max(0, min(w.limit, remaining)), new_tat - now, unit=w.unit)
-            )
+            left = max(0, min(w.limit, remaining))
+            decisions.append(RateDecision(True, w.limit, left, new_tat - now, unit=w.unit, scope=w.scope))
             updates[w.bucket] = (new_tat, w.limit)
         if all(d.allowed for d in decisions):
             self._state.update(updates)

@@ -19,7 +19,7 @@ from serve_app.emulator import EmulatorServer
 from serve_app.errors import RateLimitError
 from serve_app.ledger import BudgetsConfig, Ledger
 from serve_app.metrics import MemoryBackend, Metrics
-from serve_app.rate_limits import RateDecision
+from serve_app.rate_limits import RateDecision, RateLimitsConfig, TeamLimits
 from serve_app.schemas import parse_request
 from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
 
@@ -197,6 +197,28 @@ async def test_a_key_over_its_rate_limit_gets_429_before_anything_is_done(
     assert (await router.chat(limited, model="gpt-4o-mini")).status_code == 429  # its bucket is spent
 
 
+async def test_a_teams_rate_limit_is_shared_by_its_keys(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    limits = RateLimitsConfig(teams={"red": TeamLimits(rpm=2, tpm=100_000)})
+    cfg = emulated_config(config, emu.url).model_copy(update={"rate_limits": limits})
+    async for router in _router(cfg, tmp_path):
+        keys = {}
+        for team, name in (("red", "a"), ("red", "b"), ("blue", "c")):
+            made = await router.admin("POST", "/v1/admin/keys", json={"team": team, "name": name})
+            keys[name] = made.json()["key"]
+        first = await router.chat(keys["a"], model="gpt-4o-mini")
+        assert first.status_code == 200 and first.headers["x-ratelimit-remaining-requests"] == "1"
+        assert first.headers["x-ratelimit-limit-tokens"] == "100000"  # the team's, on a key without
+        assert (await router.chat(keys["b"], model="gpt-4o-mini")).status_code == 200
+        refused = await router.chat(keys["a"], model="gpt-4o-mini")
+        _error(refused, 429, "rate_limit_exceeded")
+        assert "team 'red'" in refused.json()["error"]["message"] and "retry-after" in refused.headers
+        assert router.metrics.total("fusion_rate_limited_total", team="red", limit="team_requests") == 1
+        blue = await router.chat(keys["c"], model="gpt-4o-mini")
+        assert blue.status_code == 200 and "x-ratelimit-limit-requests" not in blue.headers
+
+
 async def test_a_key_uses_only_its_models_directly_and_routed(router: Router, emu: EmulatorServer) -> None:
     spec = {"team": "t", "name": "mini", "models": ["gpt-4o-mini", "llama-3.1-8b-instruct"]}
     made = await router.admin("POST", "/v1/admin/keys", json=spec)
@@ -313,9 +335,7 @@ async def test_a_silent_ledger_lets_limited_keys_through(
     """A rate limit guards capacity: when the ledger cannot answer, the request goes on, logged."""
 
     class Silent(LocalLedgerClient):
-        async def take(
-            self, key_id: str, rpm: int | None, tpm: int | None, tokens: int
-        ) -> list[RateDecision]:
+        async def take(self, *args: object, **kwargs: object) -> list[RateDecision]:
             await asyncio.sleep(10)
             raise AssertionError("unreachable")
 

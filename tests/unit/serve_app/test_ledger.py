@@ -146,6 +146,16 @@ def test_feedback_scores_the_model_that_served_and_only_for_its_key(tmp_path: Pa
     assert row["quality"] == pytest.approx(0.75) and row["feedback"] == 2
 
 
+def test_a_teams_token_limit_is_charged_every_key_answer(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    assert all(d.allowed for d in ledger.take("k1", None, None, 10, "red", None, 100))
+    ledger.settle([Charge("r1", 0.0, key_id="k1", team="red", model="m", output_tokens=80)])
+    [refused] = ledger.take("k2", None, None, 20, "red", None, 100)  # 10 + 80 + 20 > 100
+    assert not refused.allowed and refused.scope == "team" and refused.unit == "tokens"
+    assert all(d.allowed for d in ledger.take("k3", None, None, 20, "blue", None, 100))
+    ledger.close()
+
+
 def test_a_keys_new_budget_counts_what_it_spent_in_the_period(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     _, record = ledger.keys.create("t", "n", budget_usd=0.1, period="day")

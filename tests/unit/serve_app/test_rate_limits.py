@@ -114,6 +114,20 @@ def test_headers_follow_openai() -> None:
     assert refused["x-ratelimit-reset-requests"] == "30.5s"
 
 
+def test_a_key_and_its_team_share_the_headers_and_the_tighter_one_shows() -> None:
+    limiter = RateLimiter(Clock())
+    limiter.take(Want("team", 5, scope="team"))  # another key of the team sent one
+    both = limiter.take(Want("key", 10), Want("team", 5, scope="team"))
+    assert [(d.scope, d.remaining) for d in both] == [("key", 9), ("team", 3)]
+    assert headers(both)["x-ratelimit-remaining-requests"] == "3"
+    assert headers(both)["x-ratelimit-limit-requests"] == "5"
+    for _ in range(3):
+        limiter.take(Want("team", 5, scope="team"))
+    refused = limiter.take(Want("key", 10), Want("team", 5, scope="team"))
+    assert [d.allowed for d in refused] == [True, False] and refused[1].scope == "team"
+    assert headers(refused)["x-ratelimit-limit-requests"] == "5" and "retry-after" in headers(refused)
+
+
 def test_idle_keys_are_forgotten() -> None:
     clock = Clock()
     limiter = RateLimiter(clock)
