@@ -44,43 +44,37 @@ class Feedback(BaseModel):
     score: float = Field(ge=0, le=1, description="0 (useless) to 1 (perfect)")
 
 
-class NewKey(BaseModel):
+class _KeyFields(BaseModel):
+    """What a key may carry besides its team and name, in both the new key and the update (unset
+    or null: none)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
-    team: str = Field(min_length=1, max_length=100)
-    name: str = Field(min_length=1, max_length=100)
-    budget_usd: float | None = Field(default=None, ge=0)
-    period: Period | None = None
-    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; unset: no limit")
-    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute; unset: no limit")
+    budget_usd: float | None = Field(default=None, ge=0, description="its own budget, with period")
+    period: Period | None = Field(default=None, description="the budget's period, with budget_usd")
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; none: no limit")
+    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute; none: no limit")
     models: list[str] | None = Field(
-        default=None, min_length=1, max_length=1000, description="the models it may use; unset: all"
+        default=None, min_length=1, max_length=1000, description="the models it may use; none: all"
     )
     expires_at: int | None = Field(
         default=None,
         ge=0,
         le=MAX_EXPIRES_AT,
-        description="Unix seconds from which it is refused; unset: never",
+        description="Unix seconds from which it is refused (on an update, a past time expires it "
+        "now); none: never",
     )
 
 
-class KeyUpdate(BaseModel):
+class NewKey(_KeyFields):
+    team: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100)
+
+
+class KeyUpdate(_KeyFields):
     """``PATCH /v1/admin/keys/{key_id}``: the key's limits to change (null removes one; a budget is
     ``budget_usd`` with ``period``, both given)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
-    rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; null: no limit")
-    tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute; null: no limit")
-    models: list[str] | None = Field(
-        default=None, min_length=1, max_length=1000, description="the models it may use; null: all"
-    )
-    expires_at: int | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_EXPIRES_AT,
-        description="Unix seconds from which it is refused (a past time expires it now); null: never",
-    )
-    budget_usd: float | None = Field(default=None, ge=0, description="with period; null (both): no budget")
-    period: Period | None = Field(default=None, description="with budget_usd; null (both): no budget")
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # merged with _KeyFields'
 
 
 # the bodies these routes parse, for the OpenAPI document
