@@ -34,7 +34,7 @@ from serve_app.errors import AuthenticationError, BudgetExceededError, LedgerUna
 from serve_app.keys import KeyRecord, KeyRing, Period, bearer
 from serve_app.ledger import Admission, Charge, Ledger
 from serve_app.pricing import worst_case_usd
-from serve_app.rate_limits import RateDecision
+from serve_app.rate_limits import RateDecision, Want, wants
 from serve_app.rate_limits import headers as rate_headers
 from serve_app.route_info import RouteInfo
 from serve_app.schemas import ChatCompletionRequest
@@ -57,16 +57,7 @@ class LedgerClient(Protocol):
     async def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
     ) -> Admission: ...
-    async def take(
-        self,
-        key_id: str,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        team: str | None = None,
-        team_rpm: int | None = None,
-        team_tpm: int | None = None,
-    ) -> list[RateDecision]: ...
+    async def take(self, requested: list[Want]) -> list[RateDecision]: ...
     async def settle(self, charges: list[Charge]) -> int: ...
     async def directory(self) -> Directory: ...
     async def create_key(
@@ -100,17 +91,8 @@ class LocalLedgerClient:
     ) -> Admission:
         return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
 
-    async def take(
-        self,
-        key_id: str,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        team: str | None = None,
-        team_rpm: int | None = None,
-        team_tpm: int | None = None,
-    ) -> list[RateDecision]:
-        return self.ledger.take(key_id, rpm, tpm, tokens, team, team_rpm, team_tpm)
+    async def take(self, requested: list[Want]) -> list[RateDecision]:
+        return self.ledger.take(requested)
 
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
@@ -226,7 +208,7 @@ class Accountant:
         tokens = chat.prompt_tokens_upper() if key.tpm is not None or team_tpm is not None else 0
         try:
             decisions = await asyncio.wait_for(
-                self.ledger.take(key.key_id, key.rpm, key.tpm, tokens, key.team, team_rpm, team_tpm),
+                self.ledger.take(wants(key.key_id, key.rpm, key.tpm, tokens, key.team, team_rpm, team_tpm)),
                 timeout=self.config.budgets.reserve_timeout_s,
             )
         except Exception as exc:  # timeout, or the actor restarting

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.keys import KeyStore, Period
-from serve_app.rate_limits import RateDecision, RateLimiter, Want
+from serve_app.rate_limits import RateDecision, RateLimiter, Want, answer_buckets
 from serve_app.tuning import TuningStore
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -319,28 +319,11 @@ class Ledger:
             self._usage_of(b, now).reserved += amount_usd
         return Admission(True, amount_usd, pressure=pressure)
 
-    def take(
-        self,
-        key_id: str,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        team: str | None = None,
-        team_rpm: int | None = None,
-        team_tpm: int | None = None,
-    ) -> list[RateDecision]:
-        """One request of a key with limits, ``tokens`` its prompt's: admitted against all of them or
-        refused, with each limit's state. Its answer's tokens are charged when it settles."""
-        wants = []
-        if rpm is not None:
-            wants.append(Want(f"requests:{key_id}", rpm))
-        if tpm is not None:
-            wants.append(Want(f"tokens:{key_id}", tpm, tokens, "tokens"))
-        if team is not None and team_rpm is not None:
-            wants.append(Want(f"requests:team:{team}", team_rpm, scope="team"))
-        if team is not None and team_tpm is not None:
-            wants.append(Want(f"tokens:team:{team}", team_tpm, tokens, "tokens", "team"))
-        return self.rates.take(*wants)
+    def take(self, requested: list[Want]) -> list[RateDecision]:
+        """One request against its key's and team's limits (``rate_limits.wants``): admitted
+        against all of them or refused, with each limit's state. Its answer's tokens are charged
+        when it settles."""
+        return self.rates.take(*requested)
 
     def settle(self, charges: Iterable[Charge]) -> int:
         """Record real costs and release their holds, all in one transaction. A charge already
@@ -379,10 +362,8 @@ class Ledger:
                 self._release(charge.request_id)
             if recorded:
                 self._add_spend(charge, now)
-                if charge.key_id is not None:  # the answer's tokens, against the key's tpm if it has one
-                    self.rates.charge(f"tokens:{charge.key_id}", charge.output_tokens)
-                if charge.team is not None:  # and its team's
-                    self.rates.charge(f"tokens:team:{charge.team}", charge.output_tokens)
+                for bucket in answer_buckets(charge.key_id, charge.team):  # tpm, where there is one
+                    self.rates.charge(bucket, charge.output_tokens)
         return sum(1 for _, recorded, _ in done if recorded)
 
     def _release(self, request_id: str) -> None:

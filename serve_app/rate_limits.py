@@ -105,6 +105,36 @@ class Want:
     scope: str = "key"
 
 
+def wants(
+    key_id: str,
+    rpm: int | None,
+    tpm: int | None,
+    tokens: int,
+    team: str | None = None,
+    team_rpm: int | None = None,
+    team_tpm: int | None = None,
+) -> list[Want]:
+    """What one request takes: a request from its key's and its team's request limits, its
+    prompt's ``tokens`` from their token limits (a limit that is None is not there)."""
+    limits = [(key_id, rpm, tpm, "key")]
+    if team is not None:
+        limits.append((f"team:{team}", team_rpm, team_tpm, "team"))
+    out = []
+    for owner, requests, tokens_limit, scope in limits:
+        if requests is not None:
+            out.append(Want(f"requests:{owner}", requests, scope=scope))
+        if tokens_limit is not None:
+            out.append(Want(f"tokens:{owner}", tokens_limit, tokens, "tokens", scope))
+    return out
+
+
+def answer_buckets(key_id: str | None, team: str | None) -> list[str]:
+    """The token buckets an answer's output tokens are charged to when it settles: its key's and
+    its team's (``RateLimiter.charge`` leaves alone a bucket no request took from)."""
+    owners = ([key_id] if key_id is not None else []) + ([f"team:{team}"] if team is not None else [])
+    return [f"tokens:{owner}" for owner in owners]
+
+
 class RateLimiter:
     """GCRA buckets: ``take`` admits a request against all its limits at once, or refuses it
     without spending any; ``charge`` spends afterwards what only the answer told (output tokens),

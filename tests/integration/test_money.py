@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from serve_app.emulator import EmulatorServer
-from serve_app.rate_limits import RateDecision
+from serve_app.rate_limits import RateDecision, wants
 from serve_app.usage import UsageQuery
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_rate_limits_count_once_for_every_replica_on_the_ledger_actor(router: st
 
     ledger = ray.get_actor(ledger_name("fusion"), namespace=NAMESPACE)
     decisions: list[list[RateDecision]] = ray.get(
-        [ledger.take.remote("integration-key", 2, None, 0) for _ in range(3)], timeout=30
+        [ledger.take.remote(wants("integration-key", 2, None, 0)) for _ in range(3)], timeout=30
     )
     assert sorted(d.allowed for [d] in decisions) == [False, True, True]  # an async actor: any order
     refused = next(d for [d] in decisions if not d.allowed)

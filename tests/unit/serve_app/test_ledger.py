@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.ledger import Budget, Charge, Ledger, period_end, period_start
+from serve_app.rate_limits import wants
 from tests.conftest import Clock
 
 DAY = 86_400.0
@@ -148,11 +149,11 @@ def test_feedback_scores_the_model_that_served_and_only_for_its_key(tmp_path: Pa
 
 def test_a_teams_token_limit_is_charged_every_key_answer(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
-    assert all(d.allowed for d in ledger.take("k1", None, None, 10, "red", None, 100))
+    assert all(d.allowed for d in ledger.take(wants("k1", None, None, 10, "red", None, 100)))
     ledger.settle([Charge("r1", 0.0, key_id="k1", team="red", model="m", output_tokens=80)])
-    [refused] = ledger.take("k2", None, None, 20, "red", None, 100)  # 10 + 80 + 20 > 100
+    [refused] = ledger.take(wants("k2", None, None, 20, "red", None, 100))  # 10 + 80 + 20 > 100
     assert not refused.allowed and refused.scope == "team" and refused.unit == "tokens"
-    assert all(d.allowed for d in ledger.take("k3", None, None, 20, "blue", None, 100))
+    assert all(d.allowed for d in ledger.take(wants("k3", None, None, 20, "blue", None, 100)))
     ledger.close()
 
 
