@@ -9,8 +9,10 @@ crash run again on the restarted actor: reservations and settlements are idempot
 id, and the restarted actor reopens every committed hold and spend from the file.
 
 Its methods are ``async`` and never await, so each runs whole on the actor's event loop: a
-reservation's check and its write cannot interleave with another's. The one exception reads
-only: a usage report (``usage``) runs on a worker thread over its own read-only connection.
+reservation's check and its write cannot interleave with another's. Two exceptions: a usage
+report (``usage``) reads on a worker thread over its own read-only connection, and retention
+(``prune``, every minute when ``ledger.retention_days`` is set) drops old spend rows in chunks
+that each run whole, yielding between them.
 Ingress replicas create it (or find it) at start and call ``configure`` with their
 configuration, so a redeploy with new budgets reaches the running actor. It is pinned to the
 head node by default (``ledger.pin_to_head_node``), where its file outlives it; being detached,
@@ -32,6 +34,11 @@ from serve_app.config import FusionConfig
 from serve_app.ledger import Budget, Ledger, LedgerConfig
 
 logger = logging.getLogger("ray.serve")
+
+PRUNE_EVERY_S = 60.0
+# spend rows dropped per step: each step runs whole between two calls, so it is the longest a
+# reservation waits for retention (a few ms; python -m benchmarks.ledger_scale)
+PRUNE_CHUNK = 2000
 
 
 def ledger_name(app_name: str) -> str:
@@ -55,7 +62,9 @@ class BudgetLedgerActor(LocalLedgerClient):
         self._spent = Gauge(
             "fusion_budget_spent_usd", "Spent in the budget's current period", tag_keys=("scope", "period")
         )
-        self._export_task = asyncio.get_running_loop().create_task(self._export())
+        loop = asyncio.get_running_loop()
+        self._export_task = loop.create_task(self._export())
+        self._prune_task = loop.create_task(self._prune_forever())
         logger.info("budget ledger: %s (%d holds reopened)", self.ledger.path, self.ledger.holds)
 
     async def _export(self) -> None:
@@ -68,6 +77,29 @@ class BudgetLedgerActor(LocalLedgerClient):
             except Exception:  # a metrics hiccup must not stop the ledger
                 logger.exception("budget gauges failed")
             await asyncio.sleep(2.0)
+
+    async def prune(self) -> int:
+        """Drop the spend rows past ``ledger.retention_days`` (none without it), a chunk at a
+        time with other calls served between chunks; returns how many were dropped."""
+        days = self.settings.retention_days
+        dropped = 0
+        while days is not None:
+            n = self.ledger.prune(days * 86_400, PRUNE_CHUNK)
+            dropped += n
+            if n < PRUNE_CHUNK:
+                break
+            await asyncio.sleep(0.005)
+        return dropped
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                dropped = await self.prune()
+                if dropped:
+                    logger.info("ledger retention: dropped %d spend rows", dropped)
+            except Exception:  # a full disk or a locked file must not stop the ledger
+                logger.exception("ledger retention failed")
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def configure(
         self, settings: LedgerConfig, budgets: list[Budget], quality_targets: dict[str, float]

@@ -35,6 +35,8 @@ from serve_app.errors import AuthenticationError, InvalidRequestError, NotFoundE
 from serve_app.gateway import Gateway
 from serve_app.keys import MAX_EXPIRES_AT, MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
+from serve_app.spend_rollup import UsageRangeError
+from serve_app.usage import UsageQuery
 from serve_app.usage_params import usage_parameters, usage_query, with_plain_400
 
 
@@ -88,6 +90,14 @@ def _parse(model: type[BaseModel], body: Any) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or None
         raise InvalidRequestError(f"{where or 'body'}: {first['msg']}", param=where) from None
+
+
+async def report(acc: Accountant, query: UsageQuery) -> dict[str, Any]:
+    """A usage report from the ledger; a range that retention has emptied is a 400."""
+    try:
+        return await acc.ledger.usage(query)
+    except UsageRangeError as exc:  # through Ray, the actor's error is also a UsageRangeError
+        raise InvalidRequestError(exc.message, param=exc.param) from None
 
 
 async def _json(request: Request) -> Any:
@@ -231,7 +241,7 @@ def add_router_routes(
         acc = admin(request)
         query = usage_query(request.query_params.multi_items())
         await acc.flush()  # this replica's settlements not sent yet
-        return await acc.ledger.usage(query)
+        return await report(acc, query)
 
     # -- a client key's view of itself ---------------------------------------------------------------
 
@@ -261,4 +271,4 @@ def add_router_routes(
         key, acc = own_key(request)
         query = usage_query(request.query_params.multi_items(), own_key_id=key.key_id)
         await acc.flush()
-        return await acc.ledger.usage(query)
+        return await report(acc, query)

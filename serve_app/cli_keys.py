@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from serve_app.config import FusionConfig, load_config
 from serve_app.keys import KeyRecord, check_models
 from serve_app.ledger import Ledger
+from serve_app.spend_rollup import UsageRangeError
 from serve_app.usage import UsageQuery, read_usage
 
 keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, update, revoke.")
@@ -261,7 +262,11 @@ def usage(
         typer.echo(f"error: no ledger file at {config.ledger.path}", err=True)
         raise typer.Exit(1)
     while True:
-        page = read_usage(config.ledger.path, query, now)
+        try:
+            page = read_usage(config.ledger.path, query, now)
+        except UsageRangeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         for b in page["data"]:
             if not b["results"]:
                 continue

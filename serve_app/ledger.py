@@ -11,6 +11,10 @@ kill -9 the ledger reopens with exactly the spend and the holds it had: requests
 settle against the restarted ledger. Spend overshoots a limit only by what a request costs
 beyond its own reservation (a stream continued on another model).
 
+Budgets read their period's spend from hourly totals kept with the rows (``serve_app/spend_rollup.py``),
+so their cost does not grow with the spend a file holds, and the rows may be dropped after
+``ledger.retention_days`` (``prune``).
+
 The same file holds the API keys (``serve_app/keys.py``) and the clients' quality feedback.
 """
 
@@ -27,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app import spend_rollup
 from serve_app.keys import KeyStore, Period
 from serve_app.rate_limits import RateDecision, RateLimiter, Want, answer_buckets
 from serve_app.tuning import TuningStore
@@ -120,6 +125,12 @@ class LedgerConfig(BaseModel):
         default=0.05, gt=0, description="ingress replicas send settlements in batches this often"
     )
     pin_to_head_node: bool = Field(default=True, description="keep the replica where its file is")
+    retention_days: float | None = Field(
+        default=None,
+        ge=1,
+        description="drop each request's spend row after this many days (null: keep them all); the "
+        "hourly totals that budgets and hourly or daily usage reports read are kept",
+    )
 
 
 @dataclass(frozen=True)
@@ -230,6 +241,7 @@ class Ledger:
         self.db = connect(self.path, synchronous)
         self.db.executescript(SCHEMA)
         _migrate(self.db)
+        spend_rollup.ensure(self.db)  # hourly totals; built from the rows of an older file
         self.keys = KeyStore(self.db)
         self.tuning = TuningStore(self.db, quality_targets or {})
         self.clock = clock
@@ -275,14 +287,12 @@ class Ledger:
         return usage
 
     def _spent_since(self, scope: str, start: float) -> float:
-        where = "settled_at >= ?"
-        args: tuple[Any, ...] = (start,)
+        """From the hourly totals (``serve_app/spend_rollup.py``): a period starts on a UTC hour."""
         if scope.startswith("team:"):
-            where, args = where + " AND team = ?", (start, scope[5:])
-        elif scope.startswith("key:"):
-            where, args = where + " AND key_id = ?", (start, scope[4:])
-        row = self.db.execute(f"SELECT COALESCE(SUM(cost_usd), 0) FROM spend WHERE {where}", args).fetchone()
-        return float(row[0])
+            return spend_rollup.spent_since(self.db, start, team=scope[5:])
+        if scope.startswith("key:"):
+            return spend_rollup.spent_since(self.db, start, key_id=scope[4:])
+        return spend_rollup.spent_since(self.db, start)
 
     def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
@@ -354,9 +364,24 @@ class Ledger:
                         c.policy,
                     ),
                 )
+                recorded = cursor.rowcount == 1
+                if recorded:
+                    spend_rollup.add(
+                        self.db,
+                        now,
+                        (c.key_id, c.team, c.model, c.provider, c.task_type, c.policy),
+                        (
+                            c.cost_usd,
+                            c.input_tokens,
+                            c.output_tokens,
+                            c.cached_tokens,
+                            c.reasoning_tokens,
+                            c.cache_write_tokens,
+                        ),
+                    )
                 if hold is not None:
                     self.db.execute("DELETE FROM reservations WHERE request_id = ?", (c.request_id,))
-                done.append((c, cursor.rowcount == 1, hold is not None))
+                done.append((c, recorded, hold is not None))
         for charge, recorded, had_hold in done:  # committed: now the totals in memory follow
             if had_hold:
                 self._release(charge.request_id)
@@ -484,7 +509,15 @@ class Ledger:
         return out
 
     def settled_total(self) -> float:
-        return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM spend").fetchone()[0])
+        return spend_rollup.spent_since(self.db, 0.0)
+
+    # -- retention ----------------------------------------------------------------------------------
+
+    def prune(self, retention_s: float, max_rows: int = 2000) -> int:
+        """Drop up to ``max_rows`` spend rows older than ``retention_s``; their hourly totals, and
+        so every budget and hourly or daily report, stay (``serve_app/spend_rollup.py``). Feedback
+        on a dropped request is refused as on an unknown one."""
+        return spend_rollup.prune(self.db, self.clock() - retention_s, max_rows)
 
     def close(self) -> None:
         self.db.close()

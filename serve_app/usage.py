@@ -18,12 +18,18 @@ hours, 7 or up to 31 days), empty buckets included, as OpenAI's; ``next_page`` i
 are counted under the model that finally answered; a request no model answered counts in
 ``cost_usd`` (a broken stream can cost something) but not in ``num_model_requests``.
 
+Hour and day buckets read whole hours from the ledger's hourly totals (``serve_app/spend_rollup.py``)
+and only the partial hours at either end from the rows, so their cost follows the hours asked
+for, not the requests made in them; minute buckets read the rows. Where ``ledger.retention_days``
+has dropped the rows, a report that needs them is refused (``UsageRangeError``, a 400).
+
 The report reads the file through its own read-only connection (``read_usage``), so the ledger
 actor runs it on a worker thread without holding up reservations.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import sqlite3
 import time
@@ -31,6 +37,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve_app import spend_rollup
+from serve_app.spend_rollup import HOUR
 
 BucketWidth = Literal["1m", "1h", "1d"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]  # a model, team or key id to filter by
@@ -40,14 +49,15 @@ WIDTH_S: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86_400}
 # buckets per page by width, as OpenAI's usage API: (default, most)
 PAGE_LIMITS: dict[str, tuple[int, int]] = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}
 
+# (name in the answer, over the spend rows, over the hourly totals)
 _SUMS = (
-    ("num_model_requests", "COUNT(model)"),
-    ("input_tokens", "SUM(input_tokens)"),
-    ("input_cached_tokens", "SUM(cached_tokens)"),
-    ("cache_write_tokens", "SUM(cache_write_tokens)"),
-    ("output_tokens", "SUM(output_tokens)"),
-    ("reasoning_tokens", "SUM(reasoning_tokens)"),
-    ("cost_usd", "SUM(cost_usd)"),
+    ("num_model_requests", "COUNT(model)", "SUM(CASE WHEN model <> '' THEN requests ELSE 0 END)"),
+    ("input_tokens", "SUM(input_tokens)", "SUM(input_tokens)"),
+    ("input_cached_tokens", "SUM(cached_tokens)", "SUM(cached_tokens)"),
+    ("cache_write_tokens", "SUM(cache_write_tokens)", "SUM(cache_write_tokens)"),
+    ("output_tokens", "SUM(output_tokens)", "SUM(output_tokens)"),
+    ("reasoning_tokens", "SUM(reasoning_tokens)", "SUM(reasoning_tokens)"),
+    ("cost_usd", "SUM(cost_usd)", "SUM(cost_usd)"),
 )
 _FILTERS = {"models": "model", "teams": "team", "key_ids": "key_id"}
 
@@ -114,31 +124,98 @@ def report(db: sqlite3.Connection, query: UsageQuery, now: float) -> dict[str, A
 def _grouped(
     db: sqlite3.Connection, query: UsageQuery, lo: int, hi: int, origin: int, width: int
 ) -> dict[int, list[tuple[Any, ...]]]:
-    columns = ", ".join(query.group_by)
-    where = ["settled_at >= ?", "settled_at < ?"]
-    params: list[Any] = [lo, hi]
+    """bucket start -> one row per group (the group's values, then the sums), dearest first.
+    Hour and day buckets read whole hours from the hourly totals and only the partial hours at
+    either end from the spend rows; minute buckets read the rows."""
+    n = len(query.group_by)
+    raw = [(lo, hi)]
+    first_hour, last_hour = -(-lo // HOUR) * HOUR, hi // HOUR * HOUR
+    summed: dict[tuple[int, tuple[Any, ...]], list[float]] = {}
+    if width >= HOUR and first_hour < last_hour and spend_rollup.exists(db):
+        raw = [(lo, first_hour), (last_hour, hi)]
+        _add_rows(summed, _from_totals(db, query, first_hour, last_hour, origin, width), n, origin, width)
+    kept = spend_rollup.raw_kept_from(db)
+    for start, end in raw:
+        if start >= end:
+            continue
+        if kept is not None and start < kept:
+            param = "bucket_width" if width < HOUR else "start_time" if start == lo else "end_time"
+            raise spend_rollup.UsageRangeError(
+                f"The ledger keeps each request's spend row for ledger.retention_days: before "
+                f"{_iso(kept)} it has hourly totals only, so minute buckets, and a start_time or "
+                "end_time inside an hour, cannot reach back that far.",
+                param,
+            )
+        _add_rows(summed, _from_rows(db, query, start, end, origin, width), n, origin, width)
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    for (bucket, groups), sums in summed.items():
+        out.setdefault(bucket, []).append((*groups, *sums))
+    for rows in out.values():  # dearest first, then by the groups (none before any)
+        rows.sort(key=lambda r: (-(r[-1] or 0.0), tuple((g is not None, g or "") for g in r[:n])))
+    return out
+
+
+def _filters(query: UsageQuery) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
     for field, column in _FILTERS.items():
         values = getattr(query, field)
         if values:
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
             params.extend(values)
+    return where, params
+
+
+def _from_rows(
+    db: sqlite3.Connection, query: UsageQuery, lo: int, hi: int, origin: int, width: int
+) -> sqlite3.Cursor:
+    columns = "".join(f", {g}" for g in query.group_by)
+    where, params = _filters(query)
     bucket = f"CAST((settled_at - {origin}) / {width} AS INTEGER)"
     sql = (
-        f"SELECT {bucket} AS b{', ' + columns if columns else ''}, "
-        f"{', '.join(expr for _, expr in _SUMS)} FROM spend WHERE {' AND '.join(where)} "
-        f"GROUP BY b{', ' + columns if columns else ''} "
-        f"ORDER BY b, SUM(cost_usd) DESC{', ' + columns if columns else ''}"
+        f"SELECT {bucket} AS b{columns}, {', '.join(raw for _, raw, _ in _SUMS)} FROM spend "
+        f"WHERE {' AND '.join(['settled_at >= ?', 'settled_at < ?', *where])} GROUP BY b{columns}"
     )
-    out: dict[int, list[tuple[Any, ...]]] = {}
-    for row in db.execute(sql, params):
-        out.setdefault(origin + int(row[0]) * width, []).append(tuple(row[1:]))
-    return out
+    return db.execute(sql, [lo, hi, *params])
+
+
+def _from_totals(
+    db: sqlite3.Connection, query: UsageQuery, lo: int, hi: int, origin: int, width: int
+) -> sqlite3.Cursor:
+    """``lo`` and ``hi`` on whole hours; '' in the totals is none in the answer."""
+    selected = "".join(f", NULLIF({g}, '') AS {g}" for g in query.group_by)
+    grouped = "".join(f", {g}" for g in query.group_by)
+    where, params = _filters(query)
+    sql = (
+        f"SELECT (hour - {origin}) / {width} AS b{selected}, {', '.join(t for _, _, t in _SUMS)} "
+        f"FROM spend_hourly WHERE {' AND '.join(['hour >= ?', 'hour < ?', *where])} GROUP BY b{grouped}"
+    )
+    return db.execute(sql, [lo, hi, *params])
+
+
+def _add_rows(
+    summed: dict[tuple[int, tuple[Any, ...]], list[float]],
+    rows: sqlite3.Cursor,
+    n: int,
+    origin: int,
+    width: int,
+) -> None:
+    """Add each row (bucket index, ``n`` group values, the sums) to its bucket's and group's sums."""
+    for row in rows:
+        key = (origin + int(row[0]) * width, tuple(row[1 : 1 + n]))
+        sums = summed.setdefault(key, [0.0] * len(_SUMS))
+        for i, value in enumerate(row[1 + n :]):
+            sums[i] += value or 0
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _result(group_by: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     groups, sums = row[: len(group_by)], row[len(group_by) :]
     result: dict[str, Any] = {"object": "router.usage.result"}
-    for (name, _), value in zip(_SUMS, sums, strict=True):
+    for (name, _, _), value in zip(_SUMS, sums, strict=True):
         result[name] = round(value or 0.0, 10) if name == "cost_usd" else int(value or 0)
     result.update(zip(group_by, groups, strict=True))
     return result

@@ -15,6 +15,7 @@ import pytest
 
 from serve_app.emulator import EmulatorServer
 from serve_app.rate_limits import RateDecision, wants
+from serve_app.spend_rollup import UsageRangeError
 from serve_app.usage import UsageQuery
 
 pytestmark = pytest.mark.integration
@@ -104,6 +105,19 @@ def test_usage_reports_come_from_the_ledger_actor(router: str) -> None:
     assert {r["model"] for r in rows} == {"gpt-4o-mini"}
     assert sum(r["num_model_requests"] for r in rows) == n >= 3
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(cost) and rows[0]["output_tokens"] > 0
+
+    # a range whose rows retention dropped: the refusal crosses Ray as itself, naming the parameter
+    db = sqlite3.connect(os.environ["FUSION_TEST_LEDGER"])
+    with db:
+        db.execute("INSERT OR REPLACE INTO ledger_meta VALUES ('raw_kept_from', 1000.0)")
+    try:
+        with pytest.raises(UsageRangeError) as refused:
+            ray.get(ledger.usage.remote(UsageQuery(start_time=0, bucket_width="1m")), timeout=30)
+        assert refused.value.param == "bucket_width" and "retention_days" in str(refused.value)
+    finally:
+        with db:
+            db.execute("DELETE FROM ledger_meta WHERE name = 'raw_kept_from'")
+        db.close()
 
 
 def test_metrics_appear_on_rays_prometheus_endpoint(router: str) -> None:

@@ -214,6 +214,22 @@ async def test_admin_usage_refuses_bad_queries_naming_the_parameter(
     assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
 
 
+async def test_a_report_reaching_past_the_kept_rows_is_a_400_naming_the_parameter(router: Router) -> None:
+    assert (await router.chat(None, model="gpt-4o-mini")).status_code == 200
+    served = int(router.ledger.clock())
+    await router.admin("GET", f"/v1/admin/usage?start_time={served}")  # settles it
+    router.ledger.clock = lambda: served + 2 * DAY  # two days on, with rows kept for one
+    assert router.ledger.prune(retention_s=DAY) == 1
+    minutes = await router.admin("GET", f"/v1/admin/usage?start_time={served - 60}&bucket_width=1m")
+    assert minutes.status_code == 400, minutes.text
+    error = minutes.json()["error"]
+    assert error["param"] == "bucket_width" and "retention_days" in error["message"]
+    hour = served - served % 3600
+    hours = await router.admin("GET", f"/v1/admin/usage?start_time={hour}&bucket_width=1h&limit=168")
+    assert hours.status_code == 200, hours.text  # the hourly totals are kept
+    assert sum(r["num_model_requests"] for b in hours.json()["data"] for r in b["results"]) == 1
+
+
 async def test_admin_usage_needs_the_admin_key(router: Router) -> None:
     r = await router.client.get("/v1/admin/usage?start_time=0")
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
@@ -248,6 +264,11 @@ def test_cli_prints_usage_per_bucket(ledger: Ledger, tmp_path: Path) -> None:
     assert [json.loads(line)["start_time"] for line in hourly.output.splitlines()] == [T0 + 3600]
     bad = run(cli, ["usage", "--since", "last week", "-c", str(config)])
     assert bad.exit_code == 2 and "7d, 12h, 30m" in bad.output
+    ledger.clock = lambda: T0 + 3 * DAY
+    assert ledger.prune(retention_s=DAY) == 4  # the rows of the first two days
+    minutes = run(cli, [*args[:5], "--bucket", "1m", "-c", str(config)])
+    assert minutes.exit_code == 2 and "retention_days" in minutes.output
+    assert run(cli, args).output.splitlines() == out.output.splitlines()  # daily: from the totals
 
 
 # -- a client's view of its own key ------------------------------------------------------------------
