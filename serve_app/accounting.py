@@ -2,9 +2,10 @@
 
 - ``authenticate``: the key from ``Authorization: Bearer`` (or ``x-api-key``) against the replica's
   copy of the key table (``KeyRing``), refreshed every ``auth.refresh_interval_s``: no call.
-- ``limit``: for a key with rate limits (``rpm``, ``tpm``), the request and its prompt's tokens
-  counted on the ledger's limiter before any work is done for it (``serve_app/rate_limits.py``);
-  refused: 429 rate_limit_exceeded.
+- ``limit``: for a key with rate limits (``rpm``, ``tpm``, ``max_parallel_requests``; its own or
+  its team's), the request and its prompt's tokens counted, and a slot leased, on the ledger before
+  any work is done for it (``serve_app/rate_limits.py``, ``serve_app/concurrency.py``); refused: 429
+  rate_limit_exceeded. ``release`` gives the slots back when the request's work is done.
 - ``admit``: when a budget applies to the request (global, its team's, its key's), reserve the
   worst case of the candidates it may be served by, on the ledger, before any provider is
   called; refused: 429 insufficient_quota. A request under a budget that sets no output limit
@@ -29,6 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from serve_app.concurrency import Lease, slots
 from serve_app.config import FusionConfig
 from serve_app.errors import AuthenticationError, BudgetExceededError, LedgerUnavailableError, RateLimitError
 from serve_app.keys import KeyRecord, KeyRing, Period, bearer
@@ -57,7 +59,8 @@ class LedgerClient(Protocol):
     async def reserve(
         self, request_id: str, amount_usd: float, key_id: str | None, team: str | None, ttl_s: float
     ) -> Admission: ...
-    async def take(self, requested: list[Want]) -> list[RateDecision]: ...
+    async def take(self, requested: list[Want], lease: Lease | None = None) -> list[RateDecision]: ...
+    async def release(self, request_ids: list[str]) -> int: ...
     async def settle(self, charges: list[Charge]) -> int: ...
     async def directory(self) -> Directory: ...
     async def create_key(
@@ -70,6 +73,7 @@ class LedgerClient(Protocol):
         models: tuple[str, ...] | None = None,
         tpm: int | None = None,
         expires_at: float | None = None,
+        max_parallel_requests: int | None = None,
     ) -> tuple[str, KeyRecord]: ...
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
@@ -91,8 +95,11 @@ class LocalLedgerClient:
     ) -> Admission:
         return self.ledger.reserve(request_id, amount_usd, key_id, team, ttl_s)
 
-    async def take(self, requested: list[Want]) -> list[RateDecision]:
-        return self.ledger.take(requested)
+    async def take(self, requested: list[Want], lease: Lease | None = None) -> list[RateDecision]:
+        return self.ledger.take(requested, lease)
+
+    async def release(self, request_ids: list[str]) -> int:
+        return self.ledger.release(request_ids)
 
     async def settle(self, charges: list[Charge]) -> int:
         return self.ledger.settle(charges)
@@ -110,8 +117,11 @@ class LocalLedgerClient:
         models: tuple[str, ...] | None = None,
         tpm: int | None = None,
         expires_at: float | None = None,
+        max_parallel_requests: int | None = None,
     ) -> tuple[str, KeyRecord]:
-        return self.ledger.keys.create(team, name, budget_usd, period, rpm, models, tpm, expires_at)
+        return self.ledger.keys.create(
+            team, name, budget_usd, period, rpm, models, tpm, expires_at, max_parallel_requests
+        )
 
     async def list_keys(self) -> list[KeyRecord]:
         return self.ledger.keys.list()
@@ -159,6 +169,8 @@ class Accountant:
         self._teams = set(config.budgets.teams)
         self._failures = 0
         self._limit_failures = 0
+        self._leased: set[str] = set()  # requests holding parallel-request slots on the ledger
+        self._releases: set[asyncio.Task[Any]] = set()
 
     # -- who ----------------------------------------------------------------------------------------
 
@@ -192,24 +204,32 @@ class Accountant:
 
     # -- how often ----------------------------------------------------------------------------------
 
-    async def limit(self, key: KeyRecord | None, chat: ChatCompletionRequest) -> list[RateDecision]:
+    async def limit(
+        self, key: KeyRecord | None, chat: ChatCompletionRequest, request_id: str
+    ) -> list[RateDecision]:
         """Count the request against the key's ``rpm`` and its prompt's tokens against its ``tpm``,
         and both against its team's (``rate_limits.teams``), on the ledger (one limiter for every
-        ingress replica; the answer's tokens are charged when it settles); over a limit: 429
+        ingress replica; the answer's tokens are charged when it settles), and lease it a slot of
+        the key's and the team's ``max_parallel_requests`` until ``release``; over a limit: 429
         rate_limit_exceeded with Retry-After. A key without limits, of a team without, costs
         nothing. When the ledger does not answer in time the request goes on unlimited (a rate limit
         protects capacity, not money: budgets still fail closed) and a warning is logged."""
         if key is None:
             return []
         team = self.config.rate_limits.teams.get(key.team)
-        team_rpm, team_tpm = (team.rpm, team.tpm) if team is not None else (None, None)
-        if key.rpm is None and key.tpm is None and team_rpm is None and team_tpm is None:
-            return []
+        team_rpm, team_tpm, team_parallel = (
+            (team.rpm, team.tpm, team.max_parallel_requests) if team is not None else (None, None, None)
+        )
         tokens = chat.prompt_tokens_upper() if key.tpm is not None or team_tpm is not None else 0
+        requested = wants(key.key_id, key.rpm, key.tpm, tokens, key.team, team_rpm, team_tpm)
+        needed = slots(key.key_id, key.max_parallel_requests, key.team, team_parallel)
+        if not requested and not needed:
+            return []
+        ttl = 2 * self.config.server.request_timeout_s + _HOLD_MARGIN_S  # a request's longest life
+        lease = Lease(request_id, tuple(needed), ttl) if needed else None
         try:
             decisions = await asyncio.wait_for(
-                self.ledger.take(wants(key.key_id, key.rpm, key.tpm, tokens, key.team, team_rpm, team_tpm)),
-                timeout=self.config.budgets.reserve_timeout_s,
+                self.ledger.take(requested, lease), timeout=self.config.budgets.reserve_timeout_s
             )
         except Exception as exc:  # timeout, or the actor restarting
             self._limit_failures += 1
@@ -225,7 +245,12 @@ class Accountant:
             first = max(refused, key=lambda d: (d.never, d.retry_after_s))
             who = f"key '{key.name}' ({key.key_id})" if first.scope == "key" else f"team '{key.team}'"
             what = f"Rate limit reached for {who}: {first.limit} {first.unit} per minute."
-            if first.never:
+            if first.unit == "parallel_requests":
+                what = (
+                    f"Too many requests in flight for {who}: at most {first.limit} at a time. "
+                    "Retry when one of them has finished."
+                )
+            elif first.never:
                 what = (
                     f"Request too large for {who}: its prompt is about {tokens} "
                     f"tokens, more than its limit of {first.limit} tokens per minute. Shorten it."
@@ -234,7 +259,33 @@ class Accountant:
                 what += f" Retry after {first.retry_after_s:.2f} s."
             limit = first.unit if first.scope == "key" else f"team_{first.unit}"
             raise RateLimitError(what, limit=limit, headers=rate_headers(decisions))
+        if lease is not None:
+            self._leased.add(request_id)
         return decisions
+
+    async def release(self, request_id: str) -> None:
+        """The request's work is done: give its parallel-request slots back before its client
+        sees the end of the answer, so that the client's next request finds them free (a release
+        sent after the answer raced that request, and lost, in tests). Costs one ledger call, only
+        for requests that took slots. Settling gives them back too, should this call fail."""
+        if request_id not in self._leased:
+            return
+        self._leased.discard(request_id)
+        try:
+            await asyncio.wait_for(
+                self.ledger.release([request_id]), timeout=self.config.budgets.reserve_timeout_s
+            )
+        except Exception as exc:  # the settlement or the lease's expiry gives the slot back
+            logger.warning("releasing a parallel-request slot failed (%s)", type(exc).__name__)
+
+    def release_soon(self, request_id: str) -> None:
+        """``release`` without waiting for it, for a request that ended where nothing can wait (a
+        stream its client left). Never blocks."""
+        if request_id not in self._leased:
+            return
+        task = asyncio.get_running_loop().create_task(self.release(request_id))
+        self._releases.add(task)  # a reference until it is done (the loop keeps only weak ones)
+        task.add_done_callback(self._releases.discard)
 
     # -- may they spend -------------------------------------------------------------------------------
 

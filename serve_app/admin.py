@@ -5,11 +5,12 @@
     GET    /v1/router/key            the calling key: its record, limits and the budgets it spends
     GET    /v1/router/usage          the calling key's own usage (``serve_app/usage_params.py``)
     POST   /v1/admin/keys            {"team", "name", "budget_usd"?, "period"?, "rpm"?, "tpm"?,
-                                     "models"?, "expires_at"?} -> the new key, once
+                                     "max_parallel_requests"?, "models"?, "expires_at"?} -> the
+                                     new key, once
     GET    /v1/admin/keys            every key's record (never the key)
     DELETE /v1/admin/keys/{key_id}   revoke (takes effect within auth.refresh_interval_s)
-    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "models"?, "expires_at"?, "budget_usd"?,
-                                     "period"?}: change a key's limits
+    PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "max_parallel_requests"?, "models"?,
+                                     "expires_at"?, "budget_usd"?, "period"?}: change its limits
     GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
     GET    /v1/admin/usage           requests, tokens and cost per time bucket, grouped and filtered
                                      (``serve_app/usage.py``; query parameters as OpenAI's usage API)
@@ -33,7 +34,7 @@ from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
-from serve_app.keys import MAX_EXPIRES_AT, MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
+from serve_app.keys import MAX_EXPIRES_AT, MAX_PARALLEL, MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
 from serve_app.openapi_doc import error_responses, json_body
 from serve_app.spend_rollup import UsageRangeError
 from serve_app.usage import UsageQuery
@@ -55,6 +56,9 @@ class _KeyFields(BaseModel):
     period: Period | None = Field(default=None, description="the budget's period, with budget_usd")
     rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute; none: no limit")
     tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute; none: no limit")
+    max_parallel_requests: int | None = Field(
+        default=None, ge=1, le=MAX_PARALLEL, description="requests in flight at once; none: no limit"
+    )
     models: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="the models it may use; none: all"
     )
@@ -182,7 +186,15 @@ def add_router_routes(
                 "expires_at is in the past: the key would be made already expired", param="expires_at"
             )
         key, record = await acc.ledger.create_key(
-            spec.team, spec.name, spec.budget_usd, spec.period, spec.rpm, models, spec.tpm, spec.expires_at
+            spec.team,
+            spec.name,
+            spec.budget_usd,
+            spec.period,
+            spec.rpm,
+            models,
+            spec.tpm,
+            spec.expires_at,
+            spec.max_parallel_requests,
         )
         await acc.refresh()
         return JSONResponse({"object": "api_key", "key": key, **record.public()}, status_code=201)
@@ -201,7 +213,9 @@ def add_router_routes(
         acc = admin(request)
         spec: KeyUpdate = _parse(KeyUpdate, await _json(request))
         if not spec.model_fields_set:
-            raise InvalidRequestError("Nothing to change: send rpm, tpm, models, expires_at or a budget.")
+            raise InvalidRequestError(
+                "Nothing to change: send rpm, tpm, max_parallel_requests, models, expires_at or a budget."
+            )
         changes = spec.model_dump(include=spec.model_fields_set)
         if ("budget_usd" in changes) != ("period" in changes) or (
             (changes.get("budget_usd") is None) != (changes.get("period") is None)

@@ -158,6 +158,7 @@ def create_api(
 
     def finish(info: RouteInfo, key: KeyRecord | None, status: str, stream: bool) -> None:
         if accountant is not None:
+            accountant.release_soon(info.request_id)  # when nothing awaited it (a stream left early)
             accountant.settle(info, key)
         seconds = time.monotonic() - info.started
         metrics.record_request(info, status, stream, seconds, key.team if key else None)
@@ -195,13 +196,15 @@ def create_api(
     async def chat_completions(request: Request) -> Response:
         arrived = time.monotonic()
         key = caller(request)
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
         try:
             body = await read_body(request, config.server.max_body_bytes)
             chat = parse_request(decode_json(body))
             allowed = key.models if key is not None else None
             gateway.permit(chat, allowed)
-            rate = rate_headers(await accountant.limit(key, chat)) if accountant is not None else {}
-            request_id = f"chatcmpl-{uuid.uuid4().hex}"
+            rate = {}
+            if accountant is not None:
+                rate = rate_headers(await accountant.limit(key, chat, request_id))
             pressure = accountant.under_pressure(key) if accountant is not None else False
             info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)
             if accountant is not None:
@@ -209,16 +212,24 @@ def create_api(
                 chat = await accountant.admit(chat, info, key)
                 info.timings["admit_ms"] = round((time.monotonic() - began) * 1000, 3)
         except FusionError as exc:  # refused before any provider was called: nothing to settle
+            if accountant is not None:
+                await accountant.release(request_id)  # a slot it was leased before a later refusal
             limit = exc.limit if isinstance(exc, RateLimitError) else None
             metrics.refused(exc.error_code or "invalid_request", key.team if key else None, limit)
             raise
         status, handed_over = "cancelled", False
+
+        async def release() -> None:
+            """Its parallel-request slots back, before the client sees the end of the answer."""
+            if accountant is not None:
+                await accountant.release(request_id)
+
         try:
             if chat.stream:
                 session = await gateway.open_stream(chat, info)
                 handed_over = True  # the stream settles when it ends
                 return StreamingResponse(
-                    _sse(config, chat, session, lambda s: finish(info, key, s, True)),
+                    _sse(config, chat, session, lambda s: finish(info, key, s, True), release),
                     media_type="text/event-stream",
                     headers={
                         **info.headers(),
@@ -234,6 +245,7 @@ def create_api(
             raise
         finally:
             if not handed_over:
+                await release()
                 finish(info, key, status, chat.stream)
         info.timings["handler_ms"] = round((time.monotonic() - arrived) * 1000, 3)
         payload = completion_body(
@@ -274,9 +286,10 @@ async def _sse(
     chat: ChatCompletionRequest,
     session: StreamSession,
     done: Callable[[str], None],
+    release: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[str]:
     """The SSE body; ``done`` gets the stream's outcome (ok, an error code, or cancelled) once its
-    cost is known, whatever ended it."""
+    cost is known, whatever ended it; ``release`` is awaited before the last event."""
     info: RouteInfo = session.info
     model = info.served_by.model if info.served_by else chat.model
     created = int(time.time())
@@ -303,6 +316,7 @@ async def _sse(
                 "param": None,
                 "code": exc.kind,
             }
+            await release()
             yield _sse_event({"error": err, "fusion": info.body()})
             return
         final = chunk_body(rid, model, created, {}, finish)
@@ -314,6 +328,7 @@ async def _sse(
             usage_chunk["usage"] = usage_body(info.usage)
             yield _sse_event(usage_chunk)
         status = "ok"
+        await release()
         yield "data: [DONE]\n\n"
     finally:
         await session.aclose()  # charges what a stream left early produced

@@ -46,6 +46,9 @@ def create(
     tpm: Annotated[
         int | None, typer.Option(help="tokens a minute, prompt and answer (unset: no limit)")
     ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option(help="requests in flight at once (unset: no limit)")
+    ] = None,
     models: Annotated[str | None, typer.Option(help="comma-separated models it may use (unset: all)")] = None,
     expires: Annotated[str | None, typer.Option(help=EXPIRES_HELP + " (unset: never)")] = None,
     config_path: ConfigOption = None,
@@ -55,7 +58,9 @@ def create(
     config, ledger = open_ledger(config_path)
     try:
         allowed = check_models(_split(models), config.models)
-        key, record = ledger.keys.create(team, name, budget_usd, period, rpm, allowed, tpm, expires_at)
+        key, record = ledger.keys.create(
+            team, name, budget_usd, period, rpm, allowed, tpm, expires_at, max_parallel
+        )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -94,6 +99,10 @@ def update(
     no_rpm: Annotated[bool, typer.Option("--no-rpm", help="remove the request limit")] = False,
     tpm: Annotated[int | None, typer.Option(help="tokens a minute")] = None,
     no_tpm: Annotated[bool, typer.Option("--no-tpm", help="remove the token limit")] = False,
+    max_parallel: Annotated[int | None, typer.Option(help="requests in flight at once")] = None,
+    no_max_parallel: Annotated[
+        bool, typer.Option("--no-max-parallel", help="remove the limit on requests in flight")
+    ] = False,
     models: Annotated[str | None, typer.Option(help="comma-separated models it may use")] = None,
     all_models: Annotated[bool, typer.Option("--all-models", help="let it use every model")] = False,
     expires: Annotated[str | None, typer.Option(help=EXPIRES_HELP + "; a past time expires it now")] = None,
@@ -117,6 +126,7 @@ def update(
     pairs = {
         "rpm": (rpm, no_rpm),
         "tpm": (tpm, no_tpm),
+        "max_parallel_requests": (max_parallel, no_max_parallel),
         "models": (_split(models), all_models),
         "expires_at": (expires_at, no_expiry),
     }
@@ -128,7 +138,8 @@ def update(
             changes[field] = value
     if not changes:
         typer.echo(
-            "error: nothing to change: --rpm/--no-rpm, --tpm/--no-tpm, --models/--all-models, "
+            "error: nothing to change: --rpm/--no-rpm, --tpm/--no-tpm, --max-parallel/--no-max-parallel, "
+            "--models/--all-models, "
             "--expires/--no-expiry, --budget-usd with --period/--no-budget",
             err=True,
         )
@@ -179,7 +190,9 @@ def _split(models: str | None) -> list[str] | None:
 def _limits(r: KeyRecord) -> str:
     rpm = "-" if r.rpm is None else str(r.rpm)
     tpm = "-" if r.tpm is None else str(r.tpm)
-    return f"rpm={rpm:7} tpm={tpm:9} models={'all' if r.models is None else ','.join(r.models)}"
+    parallel = "-" if r.max_parallel_requests is None else str(r.max_parallel_requests)
+    models = "all" if r.models is None else ",".join(r.models)
+    return f"rpm={rpm:7} tpm={tpm:9} parallel={parallel:5} models={models}"
 
 
 @keys_cli.command("revoke")

@@ -3,9 +3,10 @@
 A key is ``fr-`` followed by 43 URL-safe characters (256 random bits). The store keeps its SHA-256
 (a key has full entropy, so a slow password hash would add nothing), a short prefix to tell keys
 apart in listings, its team, name, optional budget, its limits (``rpm`` requests and ``tpm`` tokens
-a minute; the ``models`` it may use), when it expires (``expires_at``; checked on every request
-against the clock, so it takes effect at once) and whether it is revoked. The plain key is shown
-once, when it is created, and never again: not in listings, logs, responses or metrics.
+a minute, ``max_parallel_requests`` in flight; the ``models`` it may use), when it expires
+(``expires_at``; checked on every request against the clock, so it takes effect at once) and
+whether it is revoked. The plain key is shown once, when it is created, and never again: not in
+listings, logs, responses or metrics.
 
 ``KeyStore`` lives in the ledger's SQLite file (``serve_app/ledger.py`` opens it); the CLI and the
 admin endpoints write it, and the ingress replicas authenticate against a snapshot of it
@@ -43,14 +44,22 @@ CREATE TABLE IF NOT EXISTS api_keys (
     rpm         INTEGER,
     models      TEXT,
     tpm         INTEGER,
-    expires_at  REAL
+    expires_at  REAL,
+    max_parallel_requests INTEGER
 );
 """
 COLUMNS = (
-    "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm, expires_at"
+    "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm, expires_at, "
+    "max_parallel_requests"
 )
 # since the first key tables
-ADDED_COLUMNS = {"rpm": "INTEGER", "models": "TEXT", "tpm": "INTEGER", "expires_at": "REAL"}
+ADDED_COLUMNS = {
+    "rpm": "INTEGER",
+    "models": "TEXT",
+    "tpm": "INTEGER",
+    "expires_at": "REAL",
+    "max_parallel_requests": "INTEGER",
+}
 CHANGEABLE = (*ADDED_COLUMNS, "budget_usd", "period")  # what ``KeyStore.update`` may change
 
 
@@ -83,12 +92,17 @@ def new_key() -> str:
 
 MAX_RPM = 10_000_000  # requests a minute: far past what one router serves; a bound on typos
 MAX_TPM = 10_000_000_000  # tokens a minute, likewise
+MAX_PARALLEL = 100_000  # requests in flight at once, likewise
 
 
 MAX_EXPIRES_AT = 10**11  # Unix seconds (year 5138): a bound on typos such as milliseconds
 
 
-def _check_limits(rpm: int | None, tpm: int | None, expires_at: float | None = None) -> None:
+def _check_limits(
+    rpm: int | None, tpm: int | None, expires_at: float | None = None, parallel: int | None = None
+) -> None:
+    if parallel is not None and not 1 <= parallel <= MAX_PARALLEL:
+        raise ValueError(f"max_parallel_requests must be 1 to {MAX_PARALLEL:_} requests in flight")
     if rpm is not None and not 1 <= rpm <= MAX_RPM:
         raise ValueError(f"a rate limit (rpm) must be 1 to {MAX_RPM:_} requests a minute")
     if tpm is not None and not 1 <= tpm <= MAX_TPM:
@@ -135,6 +149,7 @@ class KeyRecord:
     models: tuple[str, ...] | None = None  # the models it may use, directly or routed; None: all
     tpm: int | None = None  # tokens a minute, prompt and answer (serve_app/rate_limits.py); None: no limit
     expires_at: float | None = None  # Unix seconds from which it is refused; None: never
+    max_parallel_requests: int | None = None  # in flight at once (serve_app/concurrency.py); None: any
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -161,7 +176,9 @@ class KeyRecord:
 def _record(row: Sequence[Any]) -> KeyRecord:
     """A row of ``COLUMNS``; the model list is stored as JSON."""
     models = None if row[9] is None else tuple(json.loads(row[9]))
-    return replace(KeyRecord(*row[:9]), models=models, tpm=row[10], expires_at=row[11])
+    return replace(
+        KeyRecord(*row[:9]), models=models, tpm=row[10], expires_at=row[11], max_parallel_requests=row[12]
+    )
 
 
 def _models_json(models: Sequence[str] | None) -> str | None:
@@ -192,13 +209,14 @@ class KeyStore:
         models: Sequence[str] | None = None,
         tpm: int | None = None,
         expires_at: float | None = None,
+        max_parallel_requests: int | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key and its record; the plain key is returned here and nowhere else. ``models``
         must have been checked against the configuration (``check_models``)."""
         if not team or not name:
             raise ValueError("a key needs a team and a name")
         _check_budget(budget_usd, period)
-        _check_limits(rpm, tpm, expires_at)
+        _check_limits(rpm, tpm, expires_at, max_parallel_requests)
         now = time.time()
         if expires_at is not None and expires_at <= now:
             raise ValueError("expires_at is in the past: a key would be made already expired")
@@ -217,12 +235,13 @@ class KeyStore:
             models=None if models is None else tuple(models),
             tpm=tpm,
             expires_at=None if expires_at is None else float(expires_at),  # as SQLite gives it back
+            max_parallel_requests=max_parallel_requests,
         )
         with self.db:
             self.db.execute(
                 "INSERT INTO api_keys (key_id, key_hash, shown, team, name, budget_usd, period, "
-                "created_at, revoked_at, rpm, models, tpm, expires_at) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, revoked_at, rpm, models, tpm, expires_at, max_parallel_requests) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.key_id,
                     hash_key(key),
@@ -237,6 +256,7 @@ class KeyStore:
                     stored_models,
                     tpm,
                     expires_at,
+                    max_parallel_requests,
                 ),
             )
         return key, record
@@ -250,7 +270,8 @@ class KeyStore:
         return self.get(key_id)
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        """Change a key's limits: ``rpm``, ``tpm``, ``models``, ``expires_at`` and its budget,
+        """Change a key's limits: ``rpm``, ``tpm``, ``max_parallel_requests``, ``models``,
+        ``expires_at`` and its budget,
         ``budget_usd`` with ``period`` (None removes one; an ``expires_at`` already past expires it
         now). None when there is no such key. ``models`` must have been checked against the
         configuration. A new budget counts what the key spent since its period began."""
@@ -260,7 +281,8 @@ class KeyStore:
         if ("budget_usd" in changes) != ("period" in changes):
             raise ValueError("change a key's budget_usd and period together")
         _check_budget(changes.get("budget_usd"), changes.get("period"))
-        _check_limits(changes.get("rpm"), changes.get("tpm"), changes.get("expires_at"))
+        parallel = changes.get("max_parallel_requests")
+        _check_limits(changes.get("rpm"), changes.get("tpm"), changes.get("expires_at"), parallel)
         values = dict(changes)
         if "models" in values:
             values["models"] = _models_json(values["models"])

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app import spend_rollup
+from serve_app.concurrency import ConcurrencyLimiter, Lease
 from serve_app.keys import KeyStore, Period
 from serve_app.rate_limits import RateDecision, RateLimiter, Want, answer_buckets
 from serve_app.tuning import TuningStore
@@ -250,6 +251,7 @@ class Ledger:
         self._holds: dict[str, _Hold] = {}
         self._load_holds()
         self.rates = RateLimiter()  # per-key rpm and tpm; in memory (serve_app/rate_limits.py)
+        self.parallel = ConcurrencyLimiter()  # requests in flight per key and team (serve_app/concurrency.py)
 
     def configure(
         self, budgets: Iterable[Budget], quality_targets: Mapping[str, float] | None = None
@@ -329,11 +331,23 @@ class Ledger:
             self._usage_of(b, now).reserved += amount_usd
         return Admission(True, amount_usd, pressure=pressure)
 
-    def take(self, requested: list[Want]) -> list[RateDecision]:
-        """One request against its key's and team's limits (``rate_limits.wants``): admitted
-        against all of them or refused, with each limit's state. Its answer's tokens are charged
-        when it settles."""
-        return self.rates.take(*requested)
+    def take(self, requested: list[Want], lease: Lease | None = None) -> list[RateDecision]:
+        """One request against its key's and team's limits: a minute's requests and tokens
+        (``rate_limits.wants``) and, with ``lease``, requests in flight (``concurrency.slots``).
+        Admitted against all of them, its slots leased until ``release``, or refused having taken
+        nothing, with each limit's state. Its answer's tokens are charged when it settles."""
+        slots = list(lease.slots) if lease is not None else []
+        parallel = self.parallel.check(slots)
+        if not all(d.allowed for d in parallel):
+            return parallel  # no request or token is spent on a request refused here
+        decisions = self.rates.take(*requested)
+        if lease is not None and all(d.allowed for d in decisions):
+            self.parallel.acquire(lease.request_id, slots, lease.ttl_s)
+        return decisions + parallel
+
+    def release(self, request_ids: list[str]) -> int:
+        """Give back the parallel-request slots of requests that ended."""
+        return self.parallel.release(request_ids)
 
     def settle(self, charges: Iterable[Charge]) -> int:
         """Record real costs and release their holds, all in one transaction. A charge already
@@ -382,6 +396,7 @@ class Ledger:
                 if hold is not None:
                     self.db.execute("DELETE FROM reservations WHERE request_id = ?", (c.request_id,))
                 done.append((c, recorded, hold is not None))
+        self.parallel.release(c.request_id for c, _, _ in done)  # ended, if not released already
         for charge, recorded, had_hold in done:  # committed: now the totals in memory follow
             if had_hold:
                 self._release(charge.request_id)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.keys import MAX_RPM, MAX_TPM
+from serve_app.keys import MAX_PARALLEL, MAX_RPM, MAX_TPM
 
 WINDOW_S = 60.0
 
@@ -38,6 +38,9 @@ class TeamLimits(BaseModel):
 
     rpm: int | None = Field(default=None, ge=1, le=MAX_RPM, description="requests a minute, all its keys")
     tpm: int | None = Field(default=None, ge=1, le=MAX_TPM, description="tokens a minute, all its keys")
+    max_parallel_requests: int | None = Field(
+        default=None, ge=1, le=MAX_PARALLEL, description="requests in flight at once, all its keys"
+    )
 
 
 class RateLimitsConfig(BaseModel):
@@ -57,18 +60,20 @@ class RateDecision:
     remaining: int  # units that could be spent right now, after this request
     reset_s: float  # until the bucket is full again (everything spent refilled)
     retry_after_s: float = 0.0  # refused: until this request would be admitted
-    unit: str = "requests"  # or "tokens"
+    unit: str = "requests"  # or "tokens", or "parallel_requests" (serve_app/concurrency.py)
     never: bool = False  # refused: the request alone needs more than a full bucket holds
     scope: str = "key"  # whose limit: the key's, or its "team"'s
 
     def headers(self) -> dict[str, str]:
         """OpenAI's names: x-ratelimit-{limit,remaining,reset}-{requests,tokens}; Retry-After
         when refused (unless waiting cannot help)."""
+        name = self.unit.replace("_", "-")
         out = {
-            f"x-ratelimit-limit-{self.unit}": str(self.limit),
-            f"x-ratelimit-remaining-{self.unit}": str(self.remaining),
-            f"x-ratelimit-reset-{self.unit}": _duration(self.reset_s),
+            f"x-ratelimit-limit-{name}": str(self.limit),
+            f"x-ratelimit-remaining-{name}": str(self.remaining),
         }
+        if self.unit != "parallel_requests":  # a slot frees when a request ends, not with time
+            out[f"x-ratelimit-reset-{name}"] = _duration(self.reset_s)
         if not self.allowed and not self.never:
             out["retry-after"] = str(max(1, math.ceil(self.retry_after_s)))
             out["retry-after-ms"] = str(max(1, math.ceil(self.retry_after_s * 1000)))

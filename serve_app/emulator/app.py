@@ -9,14 +9,16 @@ GET/PUT/DELETE /admin/faults[/{model}]                   fault injection (FaultS
 PUT  /admin/profiles/{model}                             latency profile (LatencyProfile)
 DELETE /admin/profiles                                   every profile back to the start-up ones
 PUT  /admin/latency_scale                                {"scale": 0.0 .. } multiplies every delay
-GET/DELETE /admin/stats                                  requests seen, and the last sampling, per model
+GET/DELETE /admin/stats                                  requests seen, the last sampling and the most
+                                                         non-streamed answers in progress at once, per model
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,11 +50,23 @@ class EmulatorState:
         self.profiles: dict[str, LatencyProfile] = dict(self.initial_profiles)
         self.latency_scale = latency_scale
         self.requests: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
+        self.peak_in_flight: Counter[str] = Counter()  # the most answers in progress at once, per model
         self.sampling: dict[str, dict[str, float]] = {}  # the last request's temperature / top_p, per model
         self.prompt_cache = PromptCache()
 
     def profile(self, model: str) -> LatencyProfile:
         return self.profiles.get(model, FALLBACK_PROFILE)
+
+    @contextmanager
+    def answering(self, model: str) -> Iterator[None]:
+        """Count an answer in progress (what a caller's parallel-request limit should bound)."""
+        self.in_flight[model] += 1
+        self.peak_in_flight[model] = max(self.peak_in_flight[model], self.in_flight[model])
+        try:
+            yield
+        finally:
+            self.in_flight[model] -= 1
 
 
 class _Scale(BaseModel):
@@ -103,7 +117,8 @@ async def _handle(
             await asyncio.sleep(fault.delay_s)
 
     if not parsed.stream:
-        await pacer.until_done(answer.completion_tokens)
+        with state.answering(parsed.model):
+            await pacer.until_done(answer.completion_tokens)
         if fault is not None and fault.kind == "malformed":
             return Response('{"id": "broken", "choices": [', media_type="application/json")
         return JSONResponse(proto.full_body(parsed, answer))
@@ -225,7 +240,9 @@ async def stats(request: Request) -> Response:
     if request.method == "DELETE":
         state.requests.clear()
         state.sampling.clear()
-    return JSONResponse({"requests": dict(state.requests), "sampling": state.sampling})
+        state.peak_in_flight.clear()
+    seen = {"requests": dict(state.requests), "sampling": state.sampling}
+    return JSONResponse({**seen, "peak_in_flight": dict(state.peak_in_flight)})
 
 
 ASGIApp = Callable[

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.concurrency import Lease, slots
 from serve_app.emulator import EmulatorServer
 from serve_app.rate_limits import RateDecision, wants
 from serve_app.spend_rollup import UsageRangeError
@@ -77,6 +78,15 @@ def test_rate_limits_count_once_for_every_replica_on_the_ledger_actor(router: st
     assert sorted(d.allowed for [d] in decisions) == [False, True, True]  # an async actor: any order
     refused = next(d for [d] in decisions if not d.allowed)
     assert refused.headers()["retry-after"] == "30" and refused.remaining == 0
+
+    # parallel-request slots, leased and given back across Ray
+    lease = [Lease(f"in-flight-{i}", tuple(slots("integration-key", 1)), 60.0) for i in range(2)]
+    first: list[RateDecision] = ray.get(ledger.take.remote([], lease[0]), timeout=30)
+    second: list[RateDecision] = ray.get(ledger.take.remote([], lease[1]), timeout=30)
+    assert [d.allowed for d in first] == [True] and [d.allowed for d in second] == [False]
+    assert ray.get(ledger.release.remote(["in-flight-0"]), timeout=30) == 1
+    assert [d.allowed for d in ray.get(ledger.take.remote([], lease[1]), timeout=30)] == [True]
+    ray.get(ledger.release.remote(["in-flight-1"]), timeout=30)
 
 
 def test_usage_reports_come_from_the_ledger_actor(router: str) -> None:

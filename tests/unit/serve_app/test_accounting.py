@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +34,7 @@ class Router:
     accountant: Accountant
     ledger: Ledger
     metrics: MemoryBackend
+    app: Any = None  # the ASGI app, for tests that watch what it sends
 
     async def chat(self, key: str | None = None, **body: object) -> httpx.Response:
         headers = {"authorization": f"Bearer {key}"} if key else {}
@@ -53,7 +55,7 @@ async def _router(cfg: FusionConfig, tmp_path: Path) -> AsyncIterator[Router]:
     transport = httpx.ASGITransport(app=app)
     settlements = asyncio.create_task(accountant.run_settlements())
     async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
-        yield Router(client, accountant, ledger, backend)
+        yield Router(client, accountant, ledger, backend, app)
     settlements.cancel()
     ledger.close()
 
@@ -321,11 +323,11 @@ async def test_every_ingress_replica_counts_against_one_limit(
     _, record = ledger.keys.create("t", "n", rpm=4)
     replicas = [Accountant(cfg, LocalLedgerClient(ledger)) for _ in range(2)]
     chat = parse_request({"model": "auto", "messages": USER})
-    taken = [await replicas[i % 2].limit(record, chat) for i in range(4)]
+    taken = [await replicas[i % 2].limit(record, chat, f"r{i}") for i in range(4)]
     assert [d.remaining for [d] in taken] == [3, 2, 1, 0]
     for replica in replicas:
         with pytest.raises(RateLimitError):
-            await replica.limit(record, chat)
+            await replica.limit(record, chat, "late")
     ledger.close()
 
 
@@ -344,7 +346,7 @@ async def test_a_silent_ledger_lets_limited_keys_through(
     ledger = Ledger(tmp_path / "l.db")
     _, record = ledger.keys.create("t", "n", rpm=1)
     accountant = Accountant(cfg, Silent(ledger))
-    assert await accountant.limit(record, parse_request({"model": "auto", "messages": USER})) == []
+    assert await accountant.limit(record, parse_request({"model": "auto", "messages": USER}), "r") == []
     assert "rate limit check failed 1 times (TimeoutError)" in caplog.text
     ledger.close()
 

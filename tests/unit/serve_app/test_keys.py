@@ -80,6 +80,7 @@ def test_a_key_table_made_before_rate_limits_and_expiry_gains_the_columns(tmp_pa
     db = sqlite3.connect(path)
     added = (
         ",\n    rpm         INTEGER,\n    models      TEXT,\n    tpm         INTEGER,\n    expires_at  REAL"
+        ",\n    max_parallel_requests INTEGER"
     )
     assert added in KEYS_SCHEMA
     db.executescript(KEYS_SCHEMA.replace(added, ""))
@@ -93,12 +94,13 @@ def test_a_key_table_made_before_rate_limits_and_expiry_gains_the_columns(tmp_pa
     assert (
         old is not None and old.rpm is None and old.models is None and old.tpm is None and old.team == "team"
     )
-    assert old.expires_at is None and old.usable(time.time())
+    assert old.expires_at is None and old.usable(time.time()) and old.max_parallel_requests is None
     _, made = ledger.keys.create("t", "n", rpm=60, models=("gpt-4o-mini",), tpm=10_000)
     assert made.tpm == 10_000
     assert ledger.keys.get(made.key_id) == made and made.rpm == 60 and made.models == ("gpt-4o-mini",)
     assert made.allows("gpt-4o-mini") and not made.allows("gpt-4.1") and old.allows("gpt-4.1")
-    assert ledger.keys.update("id1", {"rpm": 5, "models": ["a", "b"]}) is not None
+    assert ledger.keys.update("id1", {"rpm": 5, "models": ["a", "b"], "max_parallel_requests": 3})
+    assert ledger.keys.snapshot()["hash"].max_parallel_requests == 3
     assert ledger.keys.snapshot()["hash"].rpm == 5 and ledger.keys.snapshot()["hash"].models == ("a", "b")
     changed = ledger.keys.update("id1", {"models": None})
     assert changed is not None and changed.models is None and changed.rpm == 5  # rpm untouched
@@ -147,7 +149,8 @@ def _cli_key(tmp_path: Path, *options: str) -> tuple[Path, str]:
 def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
     config, key_id = _cli_key(tmp_path, "--rpm", "30")
     run = CliRunner().invoke
-    assert "rpm=30      tpm=-         models=all" in run(cli, ["keys", "list", "-c", str(config)]).output
+    listed_first = run(cli, ["keys", "list", "-c", str(config)]).output
+    assert "rpm=30      tpm=-         parallel=-     models=all" in listed_first
     lifted = run(
         cli,
         [
@@ -163,7 +166,12 @@ def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
             str(config),
         ],
     )
-    assert lifted.exit_code == 0 and "rpm=-       tpm=9000      models=gpt-4o-mini,gpt-4.1" in lifted.output
+    assert lifted.exit_code == 0
+    assert "rpm=-       tpm=9000      parallel=-     models=gpt-4o-mini,gpt-4.1" in lifted.output
+    parallel = run(cli, ["keys", "update", key_id, "--max-parallel", "4", "-c", str(config)])
+    assert parallel.exit_code == 0 and "parallel=4 " in parallel.output
+    unlimited = run(cli, ["keys", "update", key_id, "--no-max-parallel", "-c", str(config)])
+    assert "parallel=- " in unlimited.output
     listed = run(cli, ["keys", "list", "--json", "-c", str(config)]).output
     assert (
         '"rpm": null' in listed
@@ -171,9 +179,19 @@ def test_cli_sets_lists_and_lifts_rate_limits(tmp_path: Path) -> None:
         and '"models": ["gpt-4o-mini", "gpt-4.1"]' in listed
     )
     assert "models=all" in run(cli, ["keys", "update", key_id, "--all-models", "-c", str(config)]).output
-    for bad in (["--rpm", "0"], ["--tpm", "0"], ["--models", "gpt-5"], [], ["--rpm", "3", "--no-rpm"]):
+    for bad in (
+        ["--rpm", "0"],
+        ["--tpm", "0"],
+        ["--max-parallel", "0"],
+        ["--models", "gpt-5"],
+        [],
+        ["--rpm", "3", "--no-rpm"],
+    ):
         assert run(cli, ["keys", "update", key_id, *bad, "-c", str(config)]).exit_code == 2, bad
     assert run(cli, ["keys", "update", "unknown", "--rpm", "5", "-c", str(config)]).exit_code == 1
+    create = ["keys", "create", "--team", "t", "--name", "p", "--max-parallel", "2"]
+    made = run(cli, [*create, "-c", str(config)])
+    assert made.exit_code == 0 and "parallel=2 " in run(cli, ["keys", "list", "-c", str(config)]).output
     bad_create = run(
         cli, ["keys", "create", "--team", "t", "--name", "n", "--models", "x", "-c", str(config)]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -268,3 +269,18 @@ def test_gemini_function_calls_and_json_mode(emu: EmulatorServer) -> None:
     }
     text = httpx.post(url, json=body).json()["candidates"][0]["content"]["parts"][0]["text"]
     assert json.loads(text) == {"ok": True}
+
+
+async def test_stats_count_the_most_answers_in_progress_at_once(emu: EmulatorServer) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    async with httpx.AsyncClient(base_url=emu.url) as client:
+        await client.put("/admin/latency_scale", json={"scale": 1.0})
+        await client.put("/admin/profiles/gpt-4o-mini", json={"ttft_ms": 200, "tokens_per_s": 1e6})
+        answers = await asyncio.gather(
+            *(client.post("/openai/v1/chat/completions", json=body) for _ in range(3))
+        )
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        await client.post("/openai/v1/chat/completions", json=body)  # alone: the peak stays
+        assert (await client.get("/admin/stats")).json()["peak_in_flight"] == {"gpt-4o-mini": 3}
+        await client.delete("/admin/stats")
+        assert (await client.get("/admin/stats")).json()["peak_in_flight"] == {}
