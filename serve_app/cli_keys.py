@@ -21,7 +21,7 @@ from serve_app.config import FusionConfig, load_config
 from serve_app.keys import KeyRecord, check_models
 from serve_app.ledger import Ledger
 from serve_app.spend_rollup import UsageRangeError
-from serve_app.usage import UsageQuery, read_usage
+from serve_app.usage import WIDTH_S, UsageQuery, read_usage
 
 keys_cli = typer.Typer(no_args_is_help=True, help="Client API keys: create, list, update, revoke.")
 
@@ -255,12 +255,16 @@ def usage(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON bucket per line")] = False,
     config_path: ConfigOption = None,
 ) -> None:
-    """Requests, tokens and cost per time bucket, from the ledger's spend (empty buckets left out)."""
+    """Requests, tokens and cost per time bucket, from the ledger's spend (empty buckets left out).
+    --since and --until are widened to whole buckets: --since 7d is the last 7 days and today."""
     config = load_config(config_path)
     now = time.time()
-    params: dict[str, Any] = {"start_time": _when(since, now), "bucket_width": bucket}
+    width = WIDTH_S[bucket]
+    start = _when(since, now)
+    params: dict[str, Any] = {"start_time": start - start % width, "bucket_width": bucket}
     if until is not None:
-        params["end_time"] = _when(until, now)
+        end = _when(until, now)
+        params["end_time"] = end + (-end) % width
     for name, value in (("group_by", group_by), ("models", models), ("teams", teams), ("key_ids", key_ids)):
         if value is not None:
             params[name] = _split(value)

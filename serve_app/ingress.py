@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.provider import EndpointSummary, ProviderCore, describe
@@ -320,7 +320,8 @@ class _ActorLedger:
     """The application's BudgetLedger actor (``deployments/ledger.py``) behind the ``LedgerClient``
     protocol. Ray re-runs a call that was in flight when the actor died on the restarted actor;
     should the actor be gone for good, it is found or created again and the call repeated (the
-    caller's timeout bounds the wait)."""
+    caller's timeout bounds the wait). An error the method itself raised is not retried: it goes
+    to the caller, as the method's own exception (it was retried forever, found by hand)."""
 
     def __init__(self, app_name: str, config: FusionConfig) -> None:
         from deployments.ledger import get_or_create
@@ -338,6 +339,10 @@ class _ActorLedger:
             while True:
                 try:
                     return await getattr(self.actor, name).remote(*args)
+                except RayTaskError:
+                    # the method ran and raised (a report past the rows retention kept): the error
+                    # is the caller's, and is also an instance of the method's own exception class
+                    raise
                 except RayError as exc:
                     if name == "settle":  # the accountant's outbox resends it
                         raise

@@ -3,6 +3,7 @@ Prometheus endpoint, statistics, and a ledger replica killed with kill -9."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -14,7 +15,9 @@ import httpx
 import pytest
 
 from serve_app.concurrency import Lease, slots
+from serve_app.config import load_config
 from serve_app.emulator import EmulatorServer
+from serve_app.ingress import _ActorLedger
 from serve_app.rate_limits import RateDecision, wants
 from serve_app.spend_rollup import UsageRangeError
 from serve_app.usage import UsageQuery
@@ -124,6 +127,10 @@ def test_usage_reports_come_from_the_ledger_actor(router: str) -> None:
         with pytest.raises(UsageRangeError) as refused:
             ray.get(ledger.usage.remote(UsageQuery(start_time=0, bucket_width="1m")), timeout=30)
         assert refused.value.param == "bucket_width" and "retention_days" in str(refused.value)
+        # and through the ingress's client of the actor, which retries only when the actor is gone
+        client = _ActorLedger("fusion", load_config(None))
+        with pytest.raises(UsageRangeError):
+            asyncio.run(asyncio.wait_for(client.usage(UsageQuery(start_time=0, bucket_width="1m")), 30))
     finally:
         with db:
             db.execute("DELETE FROM ledger_meta WHERE name = 'raw_kept_from'")

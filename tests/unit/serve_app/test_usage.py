@@ -269,6 +269,9 @@ def test_cli_prints_usage_per_bucket(ledger: Ledger, tmp_path: Path) -> None:
     minutes = run(cli, [*args[:5], "--bucket", "1m", "-c", str(config)])
     assert minutes.exit_code == 2 and "retention_days" in minutes.output
     assert run(cli, args).output.splitlines() == out.output.splitlines()  # daily: from the totals
+    inside_an_hour = ["usage", "--since", str(T0 + 3605), "--until", str(T0 + 2 * DAY - 5), *args[5:]]
+    widened = run(cli, inside_an_hour)  # to whole days: T0 to T0 + 2 days, all from the totals
+    assert widened.exit_code == 0 and widened.output.splitlines() == out.output.splitlines()[:2]
 
 
 # -- a client's view of its own key ------------------------------------------------------------------
