@@ -25,7 +25,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import interleaved, local_router
-from benchmarks.report import latency_cdfs, pct, pyplot, write_result
+from benchmarks.report import added_cost, latency_cdfs, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH, load_config
 from serve_app.ledger import Ledger
 from serve_app.pricing import worst_case_usd
@@ -188,15 +187,7 @@ def main() -> None:
         "charged_usd": charged,
         "statuses": statuses,
         "ledger_restarted": new_pid != pid,
-        "ledger_cost_per_request": {
-            "rounds": len(budgeted),
-            "budgeted_p50_ms": statistics.median(budgeted),
-            "budgeted_p99_ms": pct(budgeted, 0.99),
-            "no_budget_p50_ms": statistics.median(free),
-            "no_budget_p99_ms": pct(free, 0.99),
-            "added_p50_ms": statistics.median(budgeted) - statistics.median(free),
-            "added_p99_ms": pct(budgeted, 0.99) - pct(free, 0.99),
-        },
+        "ledger_cost_per_request": added_cost(budgeted, free, "budgeted", "no_budget"),
         "goals": {
             "overspend_within_one_reservation": max(0.0, spent - budget)
             <= max((r["reserved_usd"] for r in admitted), default=0.0),

@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import interleaved, local_router
-from benchmarks.rate_limits import write_config
-from benchmarks.report import latency_cdfs, pct, pyplot, write_result
+from benchmarks.rate_limits import INGRESS_REPLICAS, write_config
+from benchmarks.report import added_cost, latency_cdfs, pyplot, write_result
 from serve_app.ledger import Ledger
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -134,7 +134,7 @@ def main() -> None:
         "seconds": round(span, 2),
         "answer_ms": args.answer_ms,
         "backoff_ms": args.backoff_ms,
-        "ingress_replicas": 2,
+        "ingress_replicas": INGRESS_REPLICAS,
         "sent": len(sent),
         "admitted": len(ok),
         "admitted_per_s": round(len(ok) / span, 2),
@@ -147,15 +147,7 @@ def main() -> None:
         "admitted_latency_p50_ms": round(
             statistics.median((s["answered_s"] - s["sent_s"]) * 1000 for s in ok), 1
         ),
-        "cost_per_request": {
-            "rounds": len(limited_ms),
-            "limited_p50_ms": statistics.median(limited_ms),
-            "limited_p99_ms": pct(limited_ms, 0.99),
-            "no_limit_p50_ms": statistics.median(free_ms),
-            "no_limit_p99_ms": pct(free_ms, 0.99),
-            "added_p50_ms": statistics.median(limited_ms) - statistics.median(free_ms),
-            "added_p99_ms": pct(limited_ms, 0.99) - pct(free_ms, 0.99),
-        },
+        "cost_per_request": added_cost(limited_ms, free_ms, "limited", "no_limit"),
         "goals": {
             "limit_holds": 0 < peak <= args.limit,
             "every_refusal_is_429_rate_limit_exceeded": all(

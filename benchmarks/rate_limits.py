@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import interleaved, local_router
-from benchmarks.report import latency_cdfs, pct, pyplot, write_result
+from benchmarks.report import added_cost, latency_cdfs, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.ledger import Ledger
 
@@ -165,15 +164,7 @@ def main() -> None:
                 {f"{s['status']} {s['code']}" for s in sent_tokens if s["status"] != 200}
             ),
         },
-        "cost_per_request": {
-            "rounds": len(limited_ms),
-            "limited_p50_ms": statistics.median(limited_ms),
-            "limited_p99_ms": pct(limited_ms, 0.99),
-            "no_limit_p50_ms": statistics.median(free_ms),
-            "no_limit_p99_ms": pct(free_ms, 0.99),
-            "added_p50_ms": statistics.median(limited_ms) - statistics.median(free_ms),
-            "added_p99_ms": pct(limited_ms, 0.99) - pct(free_ms, 0.99),
-        },
+        "cost_per_request": added_cost(limited_ms, free_ms, "limited", "no_limit"),
         "goals": {
             # within one request plus one second's refill (times are taken at the answer, not the count)
             "limit_holds": abs(admitted - expected) <= 1.0 + args.rpm / 60,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,22 @@ def pct(values: list[float], q: float) -> float:
     """The nearest-rank ``q`` quantile of ``values`` (the key-accounting benchmarks' p99)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def added_cost(
+    with_ms: list[float], without_ms: list[float], with_name: str, without_name: str
+) -> dict[str, Any]:
+    """What a key's accounting costs a request: p50 and p99 of the requests made with it and
+    without it (interleaved), and the differences."""
+    return {
+        "rounds": len(with_ms),
+        f"{with_name}_p50_ms": statistics.median(with_ms),
+        f"{with_name}_p99_ms": pct(with_ms, 0.99),
+        f"{without_name}_p50_ms": statistics.median(without_ms),
+        f"{without_name}_p99_ms": pct(without_ms, 0.99),
+        "added_p50_ms": statistics.median(with_ms) - statistics.median(without_ms),
+        "added_p99_ms": pct(with_ms, 0.99) - pct(without_ms, 0.99),
+    }
 
 
 def latency_cdfs(ax: Any, latencies: dict[str, list[float]], title: str) -> None:
