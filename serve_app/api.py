@@ -177,6 +177,10 @@ def create_api(
             for name, spec in config.models.items()
             if key is None or key.allows(name)  # the models this key may use
         ]
+        for alias, target in config.routing.aliases.items():
+            if target in POLICIES or key is None or key.allows(target):
+                owner = config.models[target].provider if target in config.models else "fusion-router"
+                data.append({"id": alias, "object": "model", "created": created, "owned_by": owner})
         return {"object": "list", "data": data}
 
     @app.post(
@@ -200,6 +204,8 @@ def create_api(
         try:
             body = await read_body(request, config.server.max_body_bytes)
             chat = parse_request(decode_json(body))
+            if chat.model in config.routing.aliases:  # the model or policy it stands for
+                chat = chat.model_copy(update={"model": config.dealias(chat.model)})
             allowed = key.models if key is not None else None
             gateway.permit(chat, allowed)
             rate = {}
@@ -259,7 +265,8 @@ def create_api(
         )
         return JSONResponse(payload, headers={**info.headers(), **rate})
 
-    document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=[*POLICIES, *config.models])
+    names = [*POLICIES, *config.models, *config.routing.aliases]
+    document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=names)
     return app
 
 

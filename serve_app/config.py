@@ -224,8 +224,17 @@ class RouteRow(_Strict):
     cost_sensitive: str
 
 
+# the named routing policies a request may give as its model (serve_app/routing.py)
+POLICIES = ("auto", "auto:cost", "auto:quality")
+
+
 class RoutingConfig(_Strict):
     default_policy: Literal["auto", "auto:cost", "auto:quality"] = "auto"
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="other names a request may give as its model (a retired model's, an app's own): "
+        "alias -> a configured model or a named policy (auto, auto:cost, auto:quality)",
+    )
     max_latency_p95_ms: float | None = Field(
         default=None,
         gt=0,
@@ -460,6 +469,11 @@ class FusionConfig(_Strict):
                 ref = getattr(row, slot)
                 if ref not in self.models:
                     problems.append(f"routing.table.{task.value}.{slot}: unknown model {ref!r}")
+        for alias, target in self.routing.aliases.items():
+            if alias in self.models or alias == "auto" or alias.startswith("auto:") or "/" in alias:
+                problems.append(f"routing.aliases.{alias}: a model or policy name already, or provider/model")
+            elif target not in self.models and target not in POLICIES:
+                problems.append(f"routing.aliases.{alias}: unknown model or policy {target!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -470,6 +484,10 @@ class FusionConfig(_Strict):
         if targets is None or not self.routing.self_tuning:
             return {}
         return {task.value: value for task, value in targets.items()}
+
+    def dealias(self, model: str) -> str:
+        """The model or policy a request's ``model`` names (itself unless it is an alias)."""
+        return self.routing.aliases.get(model, model)
 
     def provider_model(self, name: str) -> str:
         model = self.models[name]

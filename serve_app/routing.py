@@ -28,10 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from predictors.classification import Classification
-from serve_app.config import FusionConfig, TaskType
+from serve_app.config import POLICIES, FusionConfig, TaskType
 from serve_app.errors import ModelNotFoundError
 
-POLICIES = ("auto", "auto:cost", "auto:quality")
 AUTO_TARGET = re.compile(r"^auto:(0(\.\d+)?|1(\.0+)?)$")
 
 

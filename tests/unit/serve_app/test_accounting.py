@@ -305,6 +305,20 @@ async def test_a_cost_seeking_route_takes_the_keys_cheapest_model_when_its_row_h
     assert r.headers["x-fusion-model"] == "gpt-4o-mini"
 
 
+async def test_an_alias_is_allowed_by_the_model_it_names(
+    emu: EmulatorServer, config: FusionConfig, tmp_path: Path
+) -> None:
+    routing = config.routing.model_copy(update={"aliases": {"gpt-4": "gpt-4.1", "mini": "gpt-4o-mini"}})
+    cfg = emulated_config(config, emu.url).model_copy(update={"routing": routing})
+    async for router in _router(cfg, tmp_path):
+        spec = {"team": "t", "name": "mini", "models": ["gpt-4o-mini"]}
+        key = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()["key"]
+        assert (await router.chat(key, model="mini")).json()["model"] == "gpt-4o-mini"
+        _error(await router.chat(key, model="gpt-4"), 403, "model_not_allowed")
+        listed = (await router.client.get("/v1/models", headers={"x-api-key": key})).json()["data"]
+        assert {m["id"] for m in listed if m["owned_by"] != "fusion-router"} == {"gpt-4o-mini", "mini"}
+
+
 async def test_a_request_for_a_model_the_key_may_not_use_spends_none_of_its_limit(router: Router) -> None:
     spec = {"team": "t", "name": "one", "models": ["gpt-4o-mini"], "rpm": 1}
     key = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()["key"]

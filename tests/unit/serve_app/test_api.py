@@ -193,3 +193,21 @@ async def test_a_client_gone_before_its_body_is_refused_quietly(
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert start["status"] == 400 and json.loads(body)["error"]["code"] == "client_disconnected"
     assert "unexpected error" not in caplog.text
+
+
+async def test_an_alias_is_served_as_the_model_or_policy_it_names(
+    emu: EmulatorServer, config: FusionConfig
+) -> None:
+    routing = config.routing.model_copy(update={"aliases": {"gpt-4": "gpt-4.1", "cheap": "auto:cost"}})
+    cfg = emulated_config(config, emu.url).model_copy(update={"routing": routing})
+    app = create_api(cfg, inprocess_gateway(cfg), {"openai": "emulated"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as client:
+        direct = await client.post("/v1/chat/completions", json={"model": "gpt-4", "messages": USER})
+        assert direct.status_code == 200, direct.text
+        assert direct.json()["model"] == "gpt-4.1" and direct.json()["fusion"]["policy"] == "direct"
+        routed = await client.post("/v1/chat/completions", json={"model": "cheap", "messages": USER})
+        assert routed.status_code == 200 and routed.json()["fusion"]["policy"] == "auto:cost"
+        listed = {m["id"]: m["owned_by"] for m in (await client.get("/v1/models")).json()["data"]}
+        assert listed["gpt-4"] == "openai" and listed["cheap"] == "fusion-router"
+        unknown = await client.post("/v1/chat/completions", json={"model": "gpt-3.5-turbo", "messages": USER})
+        _assert_envelope(unknown, 404)

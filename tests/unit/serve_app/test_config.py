@@ -119,3 +119,22 @@ def test_local_price_comes_from_gpu_hour_and_throughput(config: FusionConfig) ->
     cost = call_cost_usd(config, "llama-3.1-8b-instruct", Usage(input_tokens=1000, output_tokens=100))
     assert cost == pytest.approx(100 * per_token + 1000 * per_token * local.input_cost_ratio)
     assert config.providers["meta"].mode({}) == "local:transformers"
+
+
+def test_aliases_name_a_model_or_a_policy_and_shadow_neither() -> None:
+    data = _raw()
+    data["routing"]["aliases"] = {"gpt-4": "gpt-4.1", "default": "auto:cost"}
+    config = parse_config(data)
+    assert config.dealias("gpt-4") == "gpt-4.1" and config.dealias("default") == "auto:cost"
+    assert config.dealias("gpt-4.1") == "gpt-4.1"  # not an alias: itself
+    for aliases, named in (
+        ({"gpt-4": "gpt-5"}, "unknown model or policy 'gpt-5'"),
+        ({"gpt-4o-mini": "gpt-4.1"}, "a model or policy name already"),
+        ({"auto:0.5": "gpt-4.1"}, "a model or policy name already"),
+        ({"openai/gpt-4": "gpt-4.1"}, "provider/model"),
+        ({"mine": "auto:0.7"}, "unknown model or policy"),  # numeric targets are per request only
+    ):
+        data["routing"]["aliases"] = aliases
+        with pytest.raises(ConfigError, match=r"routing\.aliases") as info:
+            parse_config(data)
+        assert named in str(info.value), aliases
