@@ -77,6 +77,7 @@ class LedgerClient(Protocol):
     ) -> tuple[str, KeyRecord]: ...
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str) -> KeyRecord | None: ...
+    async def rotate_key(self, key_id: str, grace_s: float) -> tuple[str, KeyRecord] | None: ...
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None: ...
     async def status(self) -> list[dict[str, Any]]: ...
     async def feedback(self, request_id: str, score: float, key_id: str | None) -> str | None: ...
@@ -128,6 +129,9 @@ class LocalLedgerClient:
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
         return self.ledger.keys.revoke(key_id)
+
+    async def rotate_key(self, key_id: str, grace_s: float) -> tuple[str, KeyRecord] | None:
+        return self.ledger.keys.rotate(key_id, grace_s)
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
         return self.ledger.keys.update(key_id, changes)
@@ -185,6 +189,10 @@ class Accountant:
             found = self.ring.find(presented)
             if found is not None and found.active and found.expires_at is not None:
                 when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(found.expires_at))
+                if found.retired_at is not None and found.retired_at <= found.expires_at:
+                    raise AuthenticationError(
+                        f"This API key was replaced by a new one (rotated) and stopped working at {when}."
+                    )
                 raise AuthenticationError(f"This API key expired at {when}.")
             raise AuthenticationError("Incorrect API key provided (unknown or revoked).")
         return record

@@ -9,6 +9,8 @@
                                      new key, once
     GET    /v1/admin/keys            every key's record (never the key)
     DELETE /v1/admin/keys/{key_id}   revoke (takes effect within auth.refresh_interval_s)
+    POST   /v1/admin/keys/{key_id}/rotate  {"grace_s"?} -> a new key for the same record (limits,
+                                     budget, spend), once; the old one works ``grace_s`` more
     PATCH  /v1/admin/keys/{key_id}   {"rpm"?, "tpm"?, "max_parallel_requests"?, "models"?,
                                      "expires_at"?, "budget_usd"?, "period"?}: change its limits
     GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
@@ -34,7 +36,16 @@ from serve_app.bodies import decode_json, read_body
 from serve_app.config import FusionConfig
 from serve_app.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
-from serve_app.keys import MAX_EXPIRES_AT, MAX_PARALLEL, MAX_RPM, MAX_TPM, KeyRecord, Period, check_models
+from serve_app.keys import (
+    MAX_EXPIRES_AT,
+    MAX_GRACE_S,
+    MAX_PARALLEL,
+    MAX_RPM,
+    MAX_TPM,
+    KeyRecord,
+    Period,
+    check_models,
+)
 from serve_app.openapi_doc import error_responses, json_body
 from serve_app.spend_rollup import UsageRangeError
 from serve_app.usage import UsageQuery
@@ -76,6 +87,15 @@ class NewKey(_KeyFields):
     name: str = Field(min_length=1, max_length=100)
 
 
+class KeyRotation(BaseModel):
+    """``POST /v1/admin/keys/{key_id}/rotate``: how long the old key keeps working."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    grace_s: int = Field(
+        default=0, ge=0, le=MAX_GRACE_S, description="seconds the old key keeps working (0: it stops now)"
+    )
+
+
 class KeyUpdate(_KeyFields):
     """``PATCH /v1/admin/keys/{key_id}``: the key's limits to change (null removes one; a budget is
     ``budget_usd`` with ``period``, both given)."""
@@ -84,7 +104,7 @@ class KeyUpdate(_KeyFields):
 
 
 # the bodies these routes parse, for the OpenAPI document
-BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate]
+BODIES: list[type[BaseModel]] = [Feedback, NewKey, KeyUpdate, KeyRotation]
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
@@ -240,6 +260,25 @@ def add_router_routes(
             raise NotFoundError(f"No key with id '{key_id}'.")
         await acc.refresh()
         return {"object": "api_key", **record.public()}
+
+    @app.post(
+        "/v1/admin/keys/{key_id}/rotate",
+        responses=error_responses(400, 401, 404, 413),
+        openapi_extra=json_body(KeyRotation),
+    )
+    async def rotate_key(key_id: str, request: Request) -> dict[str, Any]:
+        acc = admin(request)
+        spec: KeyRotation = _parse(KeyRotation, await _json(request))
+        try:
+            rotated = await acc.ledger.rotate_key(key_id, spec.grace_s)
+        except ValueError as exc:  # a revoked key (through Ray, the actor's error is a ValueError too)
+            raise InvalidRequestError(str(exc)) from None
+        if rotated is None:
+            raise NotFoundError(f"No key with id '{key_id}'.")
+        key, record = rotated
+        await acc.refresh()
+        old_until = time.time() + spec.grace_s
+        return {"object": "api_key", "key": key, **record.public(), "previous_key_until": old_until}
 
     @app.get("/v1/admin/budgets", responses=error_responses(401, 404))
     async def budgets(request: Request) -> dict[str, Any]:

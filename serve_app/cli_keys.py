@@ -195,6 +195,36 @@ def _limits(r: KeyRecord) -> str:
     return f"rpm={rpm:7} tpm={tpm:9} parallel={parallel:5} models={models}"
 
 
+@keys_cli.command("rotate")
+def rotate(
+    key_id: str,
+    grace: Annotated[str, typer.Option(help="how long the old key keeps working: 0, 90m, 12h or 7d")] = "0",
+    config_path: ConfigOption = None,
+) -> None:
+    """Give a key a new secret; its id, limits, budget and spend stay. Printed once."""
+    units = {"d": 86_400, "h": 3600, "m": 60}
+    if grace != "0" and not (grace[-1:] in units and grace[:-1].isdigit()):
+        typer.echo("error: --grace: give 0, 90m, 12h or 7d", err=True)
+        raise typer.Exit(2)
+    grace_s = 0 if grace == "0" else int(grace[:-1]) * units[grace[-1]]
+    _, ledger = open_ledger(config_path)
+    try:
+        rotated = ledger.keys.rotate(key_id, grace_s)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        ledger.close()
+    if rotated is None:
+        typer.echo(f"error: no key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    key, record = rotated
+    ends = time.strftime("at %Y-%m-%d %H:%M UTC", time.gmtime(time.time() + grace_s)) if grace_s else "now"
+    typer.echo(f"key_id: {record.key_id}  team: {record.team}  name: {record.name}")
+    typer.echo(f"key:    {key}")
+    typer.echo(f"The old key stops working {ends}. Store the new one now.", err=True)
+
+
 @keys_cli.command("revoke")
 def revoke(key_id: str, config_path: ConfigOption = None) -> None:
     """Revoke a key by its id (requests with it get 401 within auth.refresh_interval_s)."""

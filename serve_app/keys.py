@@ -47,7 +47,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     expires_at  REAL,
     max_parallel_requests INTEGER
 );
+CREATE TABLE IF NOT EXISTS api_key_retired (
+    key_hash    TEXT PRIMARY KEY,
+    key_id      TEXT NOT NULL,
+    until       REAL NOT NULL
+);
 """
+MAX_GRACE_S = 30 * 86_400  # how long a rotated key's old secret may keep working
 COLUMNS = (
     "key_id, shown, team, name, budget_usd, period, created_at, revoked_at, rpm, models, tpm, expires_at, "
     "max_parallel_requests"
@@ -150,6 +156,9 @@ class KeyRecord:
     tpm: int | None = None  # tokens a minute, prompt and answer (serve_app/rate_limits.py); None: no limit
     expires_at: float | None = None  # Unix seconds from which it is refused; None: never
     max_parallel_requests: int | None = None  # in flight at once (serve_app/concurrency.py); None: any
+    # set only on the copy that a rotated key's old secret finds: when that secret stops working,
+    # the end of the grace its rotation gave it (``expires_at`` is then the sooner of the two)
+    retired_at: float | None = None
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -166,7 +175,7 @@ class KeyRecord:
         return self.active and not self.expired(now)
 
     def public(self) -> dict[str, Any]:
-        return asdict(self) | {
+        return {k: v for k, v in asdict(self).items() if k != "retired_at"} | {
             "active": self.active,
             "expired": self.expired(time.time()),
             "models": None if self.models is None else list(self.models),
@@ -294,6 +303,30 @@ class KeyStore:
                 )
         return self.get(key_id)
 
+    def rotate(self, key_id: str, grace_s: float = 0.0) -> tuple[str, KeyRecord] | None:
+        """A new secret for the key, which keeps its id, team, limits, budget and spend; the old
+        secret keeps working for ``grace_s`` (0: it stops now), so that the apps using it can be
+        given the new one. The new key is returned here and nowhere else. None when there is no
+        such key; a revoked key cannot be rotated."""
+        if not 0 <= grace_s <= MAX_GRACE_S:
+            raise ValueError(f"grace_s must be 0 to {MAX_GRACE_S:_} seconds")
+        found = self.db.execute("SELECT key_hash, revoked_at FROM api_keys WHERE key_id = ?", (key_id,))
+        row = found.fetchone()
+        if row is None:
+            return None
+        if row[1] is not None:
+            raise ValueError("a revoked key cannot be rotated: make a new one")
+        key, now = new_key(), time.time()
+        with self.db:
+            self.db.execute("INSERT INTO api_key_retired VALUES (?, ?, ?)", (row[0], key_id, now + grace_s))
+            self.db.execute(
+                "UPDATE api_keys SET key_hash = ?, shown = ? WHERE key_id = ?",
+                (hash_key(key), key[:7] + "…", key_id),
+            )
+        record = self.get(key_id)
+        assert record is not None
+        return key, record
+
     def get(self, key_id: str) -> KeyRecord | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
         return _record(row) if row else None
@@ -304,9 +337,17 @@ class KeyStore:
         return [r for r in records if include_revoked or r.active]
 
     def snapshot(self) -> dict[str, KeyRecord]:
-        """key hash -> record, every key ever made (revoked ones stay, so the ring stays required)."""
+        """key hash -> record, every key ever made (revoked ones stay, so the ring stays required),
+        and every secret a rotation replaced: its key's record, expiring when its grace ends."""
         rows = self.db.execute(f"SELECT key_hash, {COLUMNS} FROM api_keys").fetchall()
-        return {row[0]: _record(row[1:]) for row in rows}
+        out = {row[0]: _record(row[1:]) for row in rows}
+        by_id = {r.key_id: r for r in out.values()}
+        for old_hash, key_id, until in self.db.execute("SELECT key_hash, key_id, until FROM api_key_retired"):
+            current = by_id.get(key_id)
+            if current is not None:
+                ends = until if current.expires_at is None else min(until, current.expires_at)
+                out[old_hash] = replace(current, expires_at=ends, retired_at=until)
+        return out
 
 
 class KeyRing:

@@ -305,6 +305,32 @@ async def test_a_cost_seeking_route_takes_the_keys_cheapest_model_when_its_row_h
     assert r.headers["x-fusion-model"] == "gpt-4o-mini"
 
 
+async def test_admin_rotates_a_key_and_the_old_one_works_through_its_grace(router: Router) -> None:
+    made = (await router.admin("POST", "/v1/admin/keys", json={"team": "t", "name": "app", "rpm": 50})).json()
+    rotated = await router.admin("POST", f"/v1/admin/keys/{made['key_id']}/rotate", json={"grace_s": 600})
+    assert rotated.status_code == 200, rotated.text
+    body = rotated.json()
+    assert body["key_id"] == made["key_id"] and body["key"] != made["key"] and body["rpm"] == 50
+    assert body["previous_key_until"] == pytest.approx(time.time() + 600, abs=5)
+    for key in (body["key"], made["key"]):  # the new one, and the old one within its grace
+        r = await router.chat(key, model="gpt-4o-mini")
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "50"
+    assert r.headers["x-ratelimit-remaining-requests"] == "48"  # one bucket: the same key
+    now_rotated = await router.admin("POST", f"/v1/admin/keys/{made['key_id']}/rotate", json={})
+    newest = now_rotated.json()["key"]
+    refused = await router.chat(body["key"], model="gpt-4o-mini")  # no grace: stopped at once
+    _error(refused, 401, "invalid_api_key")
+    assert "rotated" in refused.json()["error"]["message"]
+    assert (await router.chat(newest, model="gpt-4o-mini")).status_code == 200
+    missing = await router.admin("POST", "/v1/admin/keys/nope/rotate", json={})
+    assert missing.status_code == 404
+    bad = await router.admin("POST", f"/v1/admin/keys/{made['key_id']}/rotate", json={"grace_s": -1})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "grace_s"
+    await router.admin("DELETE", f"/v1/admin/keys/{made['key_id']}")
+    revoked = await router.admin("POST", f"/v1/admin/keys/{made['key_id']}/rotate", json={})
+    assert revoked.status_code == 400 and "revoked" in revoked.json()["error"]["message"]
+
+
 async def test_an_alias_is_allowed_by_the_model_it_names(
     emu: EmulatorServer, config: FusionConfig, tmp_path: Path
 ) -> None:

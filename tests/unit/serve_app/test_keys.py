@@ -256,3 +256,53 @@ def test_cli_sets_and_lifts_an_expiry(tmp_path: Path) -> None:
         cli, ["keys", "create", "--team", "t", "--name", "n", "--expires", "2020-01-01", "-c", str(config)]
     )
     assert past.exit_code == 2 and "expires_at" in past.output
+
+
+def test_a_rotated_key_keeps_its_record_and_its_old_secret_works_through_the_grace(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    old, made = ledger.keys.create("t", "app", rpm=60, budget_usd=5.0, period="day")
+    rotated = ledger.keys.rotate(made.key_id, grace_s=3600)
+    assert rotated is not None
+    new, record = rotated
+    assert new != old and record.key_id == made.key_id and record.rpm == 60 and record.budget_usd == 5.0
+    assert record.shown == new[:7] + "…" and "retired_at" not in record.public()
+    ring = KeyRing(ledger.keys.snapshot())
+    now = time.time()
+    assert ring.check(new, now) == record
+    during = ring.check(old, now + 3500)  # the old secret, within its grace: the same key
+    assert during is not None and during.key_id == made.key_id and during.rpm == 60
+    assert ring.check(old, now + 3700) is None and ring.check(new, now + 3700) == record
+    retired = ring.find(old)
+    assert retired is not None and retired.retired_at is not None and retired.expires_at == retired.retired_at
+    again = ledger.keys.rotate(made.key_id)  # no grace: the second secret stops at once
+    assert again is not None
+    ring.update(ledger.keys.snapshot())
+    assert ring.check(new, time.time() + 1) is None and ring.check(again[0]) is not None
+    assert ring.check(old, time.time() + 1) is not None  # the first one's grace still runs
+    ledger.keys.revoke(made.key_id)
+    ring.update(ledger.keys.snapshot())
+    assert ring.check(old) is None and ring.check(again[0]) is None  # revoking stops every secret
+    with pytest.raises(ValueError, match="revoked"):
+        ledger.keys.rotate(made.key_id)
+    with pytest.raises(ValueError, match="grace_s"):
+        ledger.keys.rotate(made.key_id, grace_s=-1)
+    assert ledger.keys.rotate("nope") is None
+    short_old, short = ledger.keys.create("t", "short", expires_at=time.time() + 60)
+    rotated_short = ledger.keys.rotate(short.key_id, grace_s=3600)
+    assert rotated_short is not None
+    ring.update(ledger.keys.snapshot())
+    assert ring.check(short_old, time.time() + 120) is None  # the key's own expiry comes first
+    ledger.close()
+
+
+def test_cli_rotates_a_key(tmp_path: Path) -> None:
+    config, key_id = _cli_key(tmp_path, "--rpm", "30")
+    run = CliRunner().invoke
+    out = run(cli, ["keys", "rotate", key_id, "--grace", "12h", "-c", str(config)])
+    assert out.exit_code == 0, out.output
+    assert (
+        f"key_id: {key_id}" in out.output and "key:    fr-" in out.output and "stops working at" in out.output
+    )
+    assert run(cli, ["keys", "rotate", key_id, "--grace", "soon", "-c", str(config)]).exit_code == 2
+    assert run(cli, ["keys", "rotate", "unknown", "-c", str(config)]).exit_code == 1
+    assert "stops working now" in run(cli, ["keys", "rotate", key_id, "-c", str(config)]).output
