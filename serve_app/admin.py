@@ -277,8 +277,7 @@ def add_router_routes(
             raise NotFoundError(f"No key with id '{key_id}'.")
         key, record = rotated
         await acc.refresh()
-        old_until = time.time() + spec.grace_s
-        return {"object": "api_key", "key": key, **record.public(), "previous_key_until": old_until}
+        return {"object": "api_key", "key": key, **record.public()}  # previous_key_until: its grace
 
     @app.get("/v1/admin/budgets", responses=error_responses(401, 404))
     async def budgets(request: Request) -> dict[str, Any]:

@@ -88,6 +88,8 @@ def list_keys(
         state = "active" if r.active else "revoked " + time.strftime("%Y-%m-%d", time.gmtime(r.revoked_at))
         if r.active and r.expires_at is not None:
             state = _expiry(r)
+        if r.previous_key_until is not None:
+            state += time.strftime(", old key until %Y-%m-%d %H:%M UTC", time.gmtime(r.previous_key_until))
         who = f"{r.key_id}  {r.shown:9} team={r.team:12} name={r.name:16}"
         typer.echo(f"{who} budget={budget:12} {_limits(r)} {state}")
 

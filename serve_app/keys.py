@@ -159,6 +159,8 @@ class KeyRecord:
     # set only on the copy that a rotated key's old secret finds: when that secret stops working,
     # the end of the grace its rotation gave it (``expires_at`` is then the sooner of the two)
     retired_at: float | None = None
+    # in listings: until when an old secret of this key (rotated with a grace) still works
+    previous_key_until: float | None = None
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -175,7 +177,7 @@ class KeyRecord:
         return self.active and not self.expired(now)
 
     def public(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "retired_at"} | {
+        return {k: v for k, v in asdict(self).items() if k != "retired_at"} | {  # previous_key_until stays
             "active": self.active,
             "expired": self.expired(time.time()),
             "models": None if self.models is None else list(self.models),
@@ -329,18 +331,32 @@ class KeyStore:
 
     def get(self, key_id: str) -> KeyRecord | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-        return _record(row) if row else None
+        return self._with_grace(_record(row), self._graces()) if row else None
 
     def list(self, include_revoked: bool = True) -> list[KeyRecord]:
         rows = self.db.execute(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at").fetchall()
-        records = [_record(row) for row in rows]
+        graces = self._graces()
+        records = [self._with_grace(_record(row), graces) for row in rows]
         return [r for r in records if include_revoked or r.active]
+
+    def _graces(self) -> dict[str, float]:
+        """key id -> until when its last rotated-out secret works, for those still in their grace."""
+        rows = self.db.execute(
+            "SELECT key_id, MAX(until) FROM api_key_retired WHERE until > ? GROUP BY key_id", (time.time(),)
+        )
+        return {key_id: until for key_id, until in rows}
+
+    @staticmethod
+    def _with_grace(record: KeyRecord, graces: Mapping[str, float]) -> KeyRecord:
+        until = graces.get(record.key_id)
+        return record if until is None or not record.active else replace(record, previous_key_until=until)
 
     def snapshot(self) -> dict[str, KeyRecord]:
         """key hash -> record, every key ever made (revoked ones stay, so the ring stays required),
         and every secret a rotation replaced: its key's record, expiring when its grace ends."""
         rows = self.db.execute(f"SELECT key_hash, {COLUMNS} FROM api_keys").fetchall()
-        out = {row[0]: _record(row[1:]) for row in rows}
+        graces = self._graces()
+        out = {row[0]: self._with_grace(_record(row[1:]), graces) for row in rows}
         by_id = {r.key_id: r for r in out.values()}
         for old_hash, key_id, until in self.db.execute("SELECT key_hash, key_id, until FROM api_key_retired"):
             current = by_id.get(key_id)

@@ -316,8 +316,11 @@ async def test_admin_rotates_a_key_and_the_old_one_works_through_its_grace(route
         r = await router.chat(key, model="gpt-4o-mini")
         assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "50"
     assert r.headers["x-ratelimit-remaining-requests"] == "48"  # one bucket: the same key
+    own = await router.client.get("/v1/router/key", headers={"authorization": f"Bearer {body['key']}"})
+    assert own.json()["previous_key_until"] == body["previous_key_until"] and "retired_at" not in own.json()
     now_rotated = await router.admin("POST", f"/v1/admin/keys/{made['key_id']}/rotate", json={})
     newest = now_rotated.json()["key"]
+    assert now_rotated.json()["previous_key_until"] == body["previous_key_until"]  # the first grace runs on
     refused = await router.chat(body["key"], model="gpt-4o-mini")  # no grace: stopped at once
     _error(refused, 401, "invalid_api_key")
     assert "rotated" in refused.json()["error"]["message"]

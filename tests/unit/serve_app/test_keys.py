@@ -266,6 +266,8 @@ def test_a_rotated_key_keeps_its_record_and_its_old_secret_works_through_the_gra
     new, record = rotated
     assert new != old and record.key_id == made.key_id and record.rpm == 60 and record.budget_usd == 5.0
     assert record.shown == new[:7] + "…" and "retired_at" not in record.public()
+    assert record.previous_key_until == pytest.approx(time.time() + 3600, abs=5)
+    assert [r.previous_key_until for r in ledger.keys.list()] == [record.previous_key_until]
     ring = KeyRing(ledger.keys.snapshot())
     now = time.time()
     assert ring.check(new, now) == record
@@ -305,4 +307,5 @@ def test_cli_rotates_a_key(tmp_path: Path) -> None:
     )
     assert run(cli, ["keys", "rotate", key_id, "--grace", "soon", "-c", str(config)]).exit_code == 2
     assert run(cli, ["keys", "rotate", "unknown", "-c", str(config)]).exit_code == 1
+    assert "old key until" in run(cli, ["keys", "list", "-c", str(config)]).output  # the 12 h grace
     assert "stops working now" in run(cli, ["keys", "rotate", key_id, "-c", str(config)]).output
