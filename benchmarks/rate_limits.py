@@ -15,7 +15,10 @@ with a request limit too high to reach, and one with none. Then:
 2. the same with the token-limited key: the prompts' and answers' tokens of the admitted requests
    should come to ``tpm x (1 + seconds / 60)``, give or take the answers in flight when the
    bucket ran dry (an answer's tokens are charged after it, and may overdraw);
-3. sequential requests, interleaved, with the key whose limit is never reached and the key with
+3. the same with two keys of one team, half the clients on each, whose keys have no limits of
+   their own and whose team is limited to ``--team-rpm`` in the config (``rate_limits.teams``):
+   together they should be admitted ``team_rpm x (1 + seconds / 60)``;
+4. sequential requests, interleaved, with the key whose limit is never reached and the key with
    none: the difference is what counting a request on the ledger costs.
 
 Writes benchmarks/results/rate_limits.json and rate_limits.png (admitted requests over time
@@ -39,14 +42,20 @@ from benchmarks.harness import interleaved, local_router
 from benchmarks.report import added_cost, latency_cdfs, pyplot, write_result
 from serve_app.config import DEFAULT_CONFIG_PATH
 from serve_app.ledger import Ledger
+from serve_app.schemas import parse_request
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BODY = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Name a river."}]}
 INGRESS_REPLICAS = 2
 
 
-def write_config(workdir: Path) -> Path:
+TEAM = "shared"  # the team whose keys share --team-rpm
+
+
+def write_config(workdir: Path, team_rpm: int | None = None) -> Path:
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    if team_rpm is not None:
+        data["rate_limits"] = {"teams": {TEAM: {"rpm": team_rpm}}}
     data["providers"]["meta"] = {"kind": "openai_compatible", "api_key_env": "FUSION_LLAMA_API_KEY"}
     data["deployments"]["provider_overrides"] = {}
     data["deployments"]["ingress"] = {"num_replicas": INGRESS_REPLICAS, "num_cpus": 0.1}
@@ -56,13 +65,15 @@ def write_config(workdir: Path) -> Path:
     return path
 
 
-async def hammer(router: str, key: str, clients: int, seconds: float) -> list[dict[str, Any]]:
-    """Closed loop: each client sends its next request when the last is answered."""
-    headers = {"authorization": f"Bearer {key}"}
+async def hammer(router: str, key: str | list[str], clients: int, seconds: float) -> list[dict[str, Any]]:
+    """Closed loop: each client sends its next request when the last is answered (with several
+    keys, client i uses key i mod their number)."""
+    keys = [key] if isinstance(key, str) else key
     start = time.monotonic()
     out: list[dict[str, Any]] = []
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: httpx.AsyncClient, i: int) -> None:
+        headers = {"authorization": f"Bearer {keys[i % len(keys)]}"}
         while time.monotonic() - start < seconds:
             r = await client.post(f"{router}/v1/chat/completions", json=BODY, headers=headers)
             error = r.json().get("error", {}) if r.status_code != 200 else {}
@@ -74,12 +85,31 @@ async def hammer(router: str, key: str, clients: int, seconds: float) -> list[di
                     "retry_after": r.headers.get("retry-after"),
                     "output_tokens": r.json()["usage"]["completion_tokens"] if r.status_code == 200 else 0,
                     "remaining_tokens": r.headers.get("x-ratelimit-remaining-tokens"),
+                    "key": i % len(keys),
                 }
             )
 
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients)) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        await asyncio.gather(*(client_loop(client, i) for i in range(clients)))
     return out
+
+
+def _team_result(sent: list[dict[str, Any]], team_rpm: int) -> dict[str, Any]:
+    """Two keys of one team, no limits of their own, sharing the team's ``team_rpm``."""
+    ok = [s for s in sent if s["status"] == 200]
+    expected = team_rpm * (1 + max(s["at_s"] for s in ok) / 60)
+    refused = [s for s in sent if s["status"] != 200]
+    return {
+        "team_rpm": team_rpm,
+        "keys": 2,
+        "sent": len(sent),
+        "admitted": len(ok),
+        "admitted_per_key": [sum(s["key"] == k for s in ok) for k in range(2)],
+        "expected_admitted": round(expected, 1),  # team_rpm x (1 + t/60) at the last admitted request
+        "admitted_over_expected": round(len(ok) / expected, 4),
+        "refused_codes": sorted({f"{s['status']} {s['code']}" for s in refused}),
+        "refusals_without_retry_after": sum(s["retry_after"] is None for s in refused),
+    }
 
 
 def plot(
@@ -107,6 +137,7 @@ def main() -> None:
     )
     parser.add_argument("--rpm", type=int, default=120)
     parser.add_argument("--tpm", type=int, default=6000)
+    parser.add_argument("--team-rpm", type=int, default=60)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=300, help="sequential requests per key (cost)")
@@ -114,29 +145,33 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="fusion-rate-"))
-    config_path = write_config(workdir)
+    config_path = write_config(workdir, args.team_rpm)
     ledger = Ledger(workdir / "ledger.db")
     limited = ledger.keys.create("bench", "limited", rpm=args.rpm)[0]
     tokens = ledger.keys.create("bench", "tokens", tpm=args.tpm)[0]
     roomy = ledger.keys.create("bench", "roomy", rpm=10_000_000)[0]
     free = ledger.keys.create("bench", "free")[0]
+    team_keys = [ledger.keys.create(TEAM, f"member-{i}")[0] for i in range(2)]
     ledger.close()
 
     with local_router(latency_scale=0.0, config_path=str(config_path)) as (router, _):
         sent = asyncio.run(hammer(router, limited, args.clients, args.seconds))
         sent_tokens = asyncio.run(hammer(router, tokens, args.clients, args.seconds))
+        sent_team = asyncio.run(hammer(router, team_keys, args.clients, args.seconds))
         keyed = {"limited (never reached)": roomy, "no limit": free}
         latencies = asyncio.run(interleaved(router, keyed, BODY, args.rounds))
 
+    team = _team_result(sent_team, args.team_rpm)
     admitted = sum(s["status"] == 200 for s in sent)
     last = max(s["at_s"] for s in sent if s["status"] == 200)
     expected = args.rpm * (1 + last / 60)
     refused = [s for s in sent if s["status"] != 200]
     limited_ms, free_ms = latencies["limited (never reached)"], latencies["no limit"]
-    # tokens: each admitted request spent its prompt (the router's estimate: the first answer's
-    # limit minus remaining, from a full bucket) and its answer
+    # tokens: each admitted request spent its prompt (the router's estimate, by the router's own
+    # function; it was read from the first answer's remaining tokens, which counted two prompts
+    # whenever the first answer was not the first admitted) and its answer
     ok_tokens = sorted((s for s in sent_tokens if s["status"] == 200), key=lambda s: s["at_s"])
-    prompt = args.tpm - int(ok_tokens[0]["remaining_tokens"])
+    prompt = parse_request(BODY).prompt_tokens_upper()
     spent_tokens = sum(prompt + s["output_tokens"] for s in ok_tokens)
     allowed_tokens = args.tpm * (1 + ok_tokens[-1]["at_s"] / 60)
     largest = prompt + max(s["output_tokens"] for s in ok_tokens)
@@ -164,15 +199,17 @@ def main() -> None:
                 {f"{s['status']} {s['code']}" for s in sent_tokens if s["status"] != 200}
             ),
         },
+        "team": team,
         "cost_per_request": added_cost(limited_ms, free_ms, "limited", "no_limit"),
         "goals": {
             # within one request plus one second's refill (times are taken at the answer, not the count)
             "limit_holds": abs(admitted - expected) <= 1.0 + args.rpm / 60,
             "every_refusal_is_429_rate_limit_exceeded": all(
                 s["status"] == 429 and s["code"] == "rate_limit_exceeded"
-                for s in refused + [s for s in sent_tokens if s["status"] != 200]
+                for s in refused + [s for s in sent_tokens + sent_team if s["status"] != 200]
             ),
             # the last answers may overdraw by what one request spends per client in flight
+            "team_limit_holds": abs(team["admitted"] - team["expected_admitted"]) <= 1.0 + args.team_rpm / 60,
             "token_limit_holds": allowed_tokens - largest
             <= spent_tokens
             <= allowed_tokens + args.clients * largest,
