@@ -168,12 +168,18 @@ def update(
 EXPIRES_HELP = "when it stops working: 30d, 12h or 90m from now, an ISO date or time (UTC), or Unix seconds"
 
 
-def _until(text: str, now: float) -> float:
-    """``keys --expires``: a span from now (``30d``) or a moment (``_moment``)."""
+def _span_s(text: str) -> int | None:
+    """The seconds in a span such as ``30d``, ``12h`` or ``90m``; None when ``text`` is not one."""
     units = {"d": 86_400, "h": 3600, "m": 60}
     if text[-1:] in units and text[:-1].isdigit():
-        return now + int(text[:-1]) * units[text[-1]]
-    return float(_moment(text))
+        return int(text[:-1]) * units[text[-1]]
+    return None
+
+
+def _until(text: str, now: float) -> float:
+    """``keys --expires``: a span from now (``30d``) or a moment (``_moment``)."""
+    span = _span_s(text)
+    return now + span if span is not None else float(_moment(text))
 
 
 def _expiry(r: KeyRecord) -> str:
@@ -204,11 +210,10 @@ def rotate(
     config_path: ConfigOption = None,
 ) -> None:
     """Give a key a new secret; its id, limits, budget and spend stay. Printed once."""
-    units = {"d": 86_400, "h": 3600, "m": 60}
-    if grace != "0" and not (grace[-1:] in units and grace[:-1].isdigit()):
+    grace_s = 0 if grace == "0" else _span_s(grace)
+    if grace_s is None:
         typer.echo("error: --grace: give 0, 90m, 12h or 7d", err=True)
         raise typer.Exit(2)
-    grace_s = 0 if grace == "0" else int(grace[:-1]) * units[grace[-1]]
     _, ledger = open_ledger(config_path)
     try:
         rotated = ledger.keys.rotate(key_id, grace_s)
@@ -255,10 +260,8 @@ def budgets(config_path: ConfigOption = None) -> None:
 
 def _when(text: str, now: float) -> int:
     """``usage --since/--until``: a span ago (``7d``) or a moment (``_moment``)."""
-    units = {"d": 86_400, "h": 3600, "m": 60}
-    if text[-1:] in units and text[:-1].isdigit():
-        return int(now) - int(text[:-1]) * units[text[-1]]
-    return _moment(text)
+    span = _span_s(text)
+    return int(now) - span if span is not None else _moment(text)
 
 
 def _moment(text: str) -> int:
