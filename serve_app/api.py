@@ -223,6 +223,10 @@ def create_api(
             limit = exc.limit if isinstance(exc, RateLimitError) else None
             metrics.refused(exc.error_code or "invalid_request", key.team if key else None, limit)
             raise
+        except Exception:  # a fault of ours (the error handler answers 500): its slot back too
+            if accountant is not None:
+                await accountant.release(request_id)
+            raise
         status, handed_over = "cancelled", False
 
         async def release() -> None:

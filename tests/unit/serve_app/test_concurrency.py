@@ -14,6 +14,7 @@ import pytest
 from serve_app.concurrency import ConcurrencyLimiter, Lease, Slot, slots
 from serve_app.config import FusionConfig
 from serve_app.emulator import EmulatorServer
+from serve_app.gateway import Gateway
 from serve_app.ledger import Charge, Ledger
 from serve_app.rate_limits import RateLimitsConfig, TeamLimits, Want
 from tests.unit.serve_app.inprocess import emulated_config
@@ -133,6 +134,23 @@ async def test_streams_and_failures_give_their_slots_back(
         for _ in range(2):  # every provider fails: 503 after the attempts, and the slot is back
             assert (await router.chat(key, model="gpt-4o-mini")).status_code in (502, 503)
         assert router.ledger.parallel.in_flight(bucket) == 0
+
+
+async def test_a_request_that_fails_unexpectedly_gives_its_slot_back(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = {"team": "t", "name": "one", "max_parallel_requests": 1}
+    made = (await router.admin("POST", "/v1/admin/keys", json=spec)).json()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a fault of ours")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Gateway, "plan", broken)
+        with pytest.raises(RuntimeError):  # answered 500; the in-process transport re-raises it too
+            await router.chat(made["key"], model="gpt-4o-mini")
+    assert router.ledger.parallel.in_flight(f"parallel:{made['key_id']}") == 0
+    assert (await router.chat(made["key"], model="gpt-4o-mini")).status_code == 200
 
 
 async def test_a_streams_slot_is_free_before_its_client_reads_done(router: Router) -> None:
