@@ -176,6 +176,11 @@ class Accountant:
         self._leased: set[str] = set()  # requests holding parallel-request slots on the ledger
         self._releases: set[asyncio.Task[Any]] = set()
 
+    def _longest_life_s(self) -> float:
+        """How long a request can live: what its budget hold and its parallel-request slot are
+        leased for, so that those a dead replica left behind expire."""
+        return 2 * self.config.server.request_timeout_s + _HOLD_MARGIN_S
+
     # -- who ----------------------------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None, x_api_key: str | None = None) -> KeyRecord | None:
@@ -233,7 +238,7 @@ class Accountant:
         needed = slots(key.key_id, key.max_parallel_requests, key.team, team_parallel)
         if not requested and not needed:
             return []
-        ttl = 2 * self.config.server.request_timeout_s + _HOLD_MARGIN_S  # a request's longest life
+        ttl = self._longest_life_s()
         lease = Lease(request_id, tuple(needed), ttl) if needed else None
         try:
             decisions = await asyncio.wait_for(
@@ -326,7 +331,7 @@ class Accountant:
         costs = [worst_case_usd(self.config, c.model, prompt, limit) for c in info.candidates]
         amount = max(costs[:3])  # the routing table's row: primary, fallback, cost_sensitive
         info.candidates = [c for c, cost in zip(info.candidates, costs, strict=True) if cost <= amount]
-        ttl = 2 * self.config.server.request_timeout_s + _HOLD_MARGIN_S
+        ttl = self._longest_life_s()
         team = key.team if key is not None else None
         key_id = key.key_id if key is not None else None
         try:
