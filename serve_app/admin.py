@@ -16,6 +16,8 @@
     GET    /v1/admin/budgets         each budget: limit, period, spent, reserved, remaining
     GET    /v1/admin/usage           requests, tokens and cost per time bucket, grouped and filtered
                                      (``serve_app/usage.py``; query parameters as OpenAI's usage API)
+    GET    /v1/admin/cache           the response cache: entries, size, hits and misses
+    DELETE /v1/admin/cache           drop its answers (``?key_id=`` or ``?team=``: of that scope only)
 
 Admin routes need ``Authorization: Bearer <admin key>``, the value of ``auth.admin_key_env``.
 """
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serve_app.accounting import Accountant
 from serve_app.bodies import decode_json, read_body
+from serve_app.caching import Cache
 from serve_app.config import FusionConfig
 from serve_app.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from serve_app.gateway import Gateway
@@ -134,6 +137,7 @@ def add_router_routes(
     gateway: Gateway,
     accountant: Accountant | None,
     caller: Callable[[Request], KeyRecord | None],
+    cache: Cache | None = None,
 ) -> None:
     def _models(models: list[str] | None) -> tuple[str, ...] | None:
         try:
@@ -294,6 +298,45 @@ def add_router_routes(
         query = usage_query(request.query_params.multi_items())
         await acc.flush()  # this replica's settlements not sent yet
         return await report(acc, query)
+
+    def cache_required(request: Request) -> Cache:
+        admin(request)
+        if cache is None:
+            raise NotFoundError("The response cache is off: set cache.enabled in the configuration.")
+        return cache
+
+    @app.get("/v1/admin/cache", responses=error_responses(401, 404))
+    async def cache_stats(request: Request) -> dict[str, Any]:
+        return {"object": "router.cache", **await cache_required(request).client.stats()}
+
+    @app.delete(
+        "/v1/admin/cache",
+        responses=error_responses(400, 401, 404),
+        openapi_extra={
+            "parameters": [
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                for name in ("key_id", "team")
+            ]
+        },
+    )
+    async def cache_clear(request: Request) -> dict[str, Any]:
+        c = cache_required(request)
+        given = dict(request.query_params.multi_items())
+        unknown = sorted(set(given) - {"key_id", "team"})
+        if unknown or len(given) > 1 or len(request.query_params.multi_items()) > len(given):
+            raise InvalidRequestError(
+                "Drop every answer (no parameters), or those of one key (key_id) or one team (team).",
+                param=unknown[0] if unknown else None,
+            )
+        scope = next((f"{'key' if k == 'key_id' else 'team'}:{v}" for k, v in given.items()), None)
+        if scope is not None and c.settings.scope != scope.split(":")[0]:
+            raise InvalidRequestError(
+                f"The cache's scope is '{c.settings.scope}': its answers are not kept per "
+                f"{scope.split(':')[0]}.",
+                param=next(iter(given)),
+            )
+        deleted = await c.client.clear(scope)
+        return {"object": "router.cache", "deleted": deleted, "scope": scope or "all"}
 
     # -- a client key's view of itself ---------------------------------------------------------------
 

@@ -7,11 +7,13 @@
     POST /v1/router/feedback    {"request_id", "score" in [0, 1]}: a client's score of an answer
     GET  /healthz               liveness, which providers are emulated, circuits, the idle shortcut
     POST /v1/router/circuits/reset   close every circuit (the admin key, where one is set)
-    /v1/admin/keys, /v1/admin/keys/{key_id}, /v1/admin/budgets, /v1/admin/usage: behind the admin key
+    /v1/admin/keys, /v1/admin/keys/{key_id}, /v1/admin/budgets, /v1/admin/usage, /v1/admin/cache:
+                                behind the admin key
     GET  /openapi.json, /docs   the OpenAPI document (``serve_app/openapi_doc.py``)
 
 With keys in use (``serve_app/keys.py``) every /v1 route needs a valid client key; budgets are
-reserved and settled around each chat request (``serve_app/accounting.py``).
+reserved and settled around each chat request (``serve_app/accounting.py``); with the response
+cache on, a repeated request is answered from it before routing (``serve_app/caching.py``).
 
 Every error is OpenAI's envelope with the status of its class in ``serve_app.errors``; nothing
 answers with a traceback.
@@ -31,10 +33,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments.providers.base import StreamDelta
+from deployments.providers.base import Completion, StreamDelta
 from serve_app.accounting import Accountant
 from serve_app.admin import BODIES, add_router_routes
 from serve_app.bodies import decode_json, read_body
+from serve_app.caching import Cache, Lookup, ReplaySession, StreamRecorder, cached_completion, hit_info
 from serve_app.config import FusionConfig
 from serve_app.errors import (
     FusionError,
@@ -56,6 +59,7 @@ from serve_app.openapi_doc import (
     json_body,
 )
 from serve_app.rate_limits import headers as rate_headers
+from serve_app.response_cache import parse_cache_control
 from serve_app.route_info import RouteInfo
 from serve_app.routing import POLICIES
 from serve_app.schemas import ChatCompletionRequest, chunk_body, completion_body, parse_request, usage_body
@@ -75,11 +79,13 @@ def create_api(
     accountant: Accountant | None = None,
     metrics: Metrics | None = None,
     idle_shortcut: Collection[str] | None = None,
+    cache: Cache | None = None,
 ) -> FastAPI:
     """The FastAPI application. ``provider_modes`` maps provider -> live, emulated or local:<engine>;
     ``reset_board`` also closes the circuits shared by all ingress replicas; without an
     ``accountant`` there are no keys, budgets, stats economics or feedback; ``idle_shortcut``: the
-    providers this replica calls itself while idle (a live view, read by /healthz)."""
+    providers this replica calls itself while idle (a live view, read by /healthz); ``cache``: the
+    response cache, where ``cache.enabled``."""
     metrics = metrics or Metrics(MemoryBackend())
     app = FastAPI(
         title="Fusion Router", version="0.1.0", description="OpenAI-compatible multi-provider LLM router"
@@ -163,7 +169,7 @@ def create_api(
         seconds = time.monotonic() - info.started
         metrics.record_request(info, status, stream, seconds, key.team if key else None)
 
-    add_router_routes(app, config, gateway, accountant, caller)
+    add_router_routes(app, config, gateway, accountant, caller, cache)
 
     @app.get("/v1/models", responses=error_responses(401))
     async def list_models(request: Request) -> dict[str, Any]:
@@ -211,12 +217,22 @@ def create_api(
             rate = {}
             if accountant is not None:
                 rate = rate_headers(await accountant.limit(key, chat, request_id))
-            pressure = accountant.under_pressure(key) if accountant is not None else False
-            info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)
-            if accountant is not None:
-                began = time.monotonic()
-                chat = await accountant.admit(chat, info, key)
-                info.timings["admit_ms"] = round((time.monotonic() - began) * 1000, 3)
+            found: Lookup | None = None
+            if cache is not None:  # after the rate limits (a hit is a request), before any routing
+                control = parse_cache_control(request.headers.get("cache-control"))
+                found = await cache.lookup(chat, key, control)
+                metrics.cache_lookup(found.status)
+            if found is not None and found.answer is not None:
+                info = hit_info(request_id, found)
+            else:
+                pressure = accountant.under_pressure(key) if accountant is not None else False
+                info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)
+                if found is not None:
+                    info.cache = found.describe()
+                if accountant is not None:
+                    began = time.monotonic()
+                    chat = await accountant.admit(chat, info, key)
+                    info.timings["admit_ms"] = round((time.monotonic() - began) * 1000, 3)
         except FusionError as exc:  # refused before any provider was called: nothing to settle
             if accountant is not None:
                 await accountant.release(request_id)  # a slot it was leased before a later refusal
@@ -234,21 +250,31 @@ def create_api(
             if accountant is not None:
                 await accountant.release(request_id)
 
+        def keep(answer: Completion) -> None:
+            if cache is not None and found is not None:
+                cache.store(found, info, answer)
+
+        hit = found.answer if found is not None else None
         try:
             if chat.stream:
-                session = await gateway.open_stream(chat, info)
+                session = ReplaySession(info, hit) if hit else await gateway.open_stream(chat, info)
                 handed_over = True  # the stream settles when it ends
                 return StreamingResponse(
-                    _sse(config, chat, session, lambda s: finish(info, key, s, True), release),
+                    _sse(config, chat, session, lambda s: finish(info, key, s, True), release, keep),
                     media_type="text/event-stream",
                     headers={
                         **info.headers(),
                         **rate,
+                        **_age(found),
                         "cache-control": "no-cache",
                         "x-accel-buffering": "no",
                     },
                 )
-            result = await gateway.complete(chat, info)
+            if hit is not None:
+                result = cached_completion(hit)
+            else:
+                result = await gateway.complete(chat, info)
+                keep(result)
             status = "ok"
         except FusionError as exc:
             status = exc.error_code or "error"
@@ -263,15 +289,22 @@ def create_api(
             info.served_by.model if info.served_by else chat.model,
             result.text,
             result.finish_reason,
-            result.usage,
+            result.usage,  # a hit: the tokens of the answer as first given (billed: fusion.usage)
             info.body(),
             result.tool_calls,
         )
-        return JSONResponse(payload, headers={**info.headers(), **rate})
+        return JSONResponse(payload, headers={**info.headers(), **rate, **_age(found)})
 
     names = [*POLICIES, *config.models, *config.routing.aliases]
     document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=names)
     return app
+
+
+def _age(found: Lookup | None) -> dict[str, str]:
+    """HTTP's Age header of an answer given from the cache."""
+    if found is None or found.answer is None:
+        return {}
+    return {"age": str(max(0, int(time.time() - found.answer.created_at)))}
 
 
 def _tool_deltas(delta: StreamDelta) -> list[dict[str, Any]]:
@@ -295,28 +328,34 @@ def _sse_event(payload: Any) -> str:
 async def _sse(
     config: FusionConfig,
     chat: ChatCompletionRequest,
-    session: StreamSession,
+    session: StreamSession | ReplaySession,
     done: Callable[[str], None],
     release: Callable[[], Awaitable[None]],
+    answered: Callable[[Completion], None] | None = None,
 ) -> AsyncIterator[str]:
     """The SSE body; ``done`` gets the stream's outcome (ok, an error code, or cancelled) once its
-    cost is known, whatever ended it; ``release`` is awaited before the last event."""
+    cost is known, whatever ended it; ``release`` is awaited before the last event; ``answered``
+    gets the whole answer of a stream that finished (for the response cache)."""
     info: RouteInfo = session.info
     model = info.served_by.model if info.served_by else chat.model
     created = int(time.time())
     rid = info.request_id
     finish = "stop"
     status = "cancelled"
+    usage = info.usage
+    recorder = StreamRecorder()
     try:
         yield _sse_event(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
         try:
             async for delta in session.deltas():
+                recorder.add(delta.text, delta.tool_calls)
                 if delta.text:
                     yield _sse_event(chunk_body(rid, model, created, {"content": delta.text}))
                 if delta.tool_calls:
                     yield _sse_event(chunk_body(rid, model, created, {"tool_calls": _tool_deltas(delta)}))
                 if delta.finish_reason is not None:
                     finish = delta.finish_reason
+                    usage = delta.usage or info.usage
         except ProviderError as exc:
             # Tokens already reached the client and the answer could not be continued: end with an
             # error event in OpenAI's format, never a silent truncation.
@@ -336,9 +375,11 @@ async def _sse(
         if chat.stream_options is not None and chat.stream_options.include_usage:
             usage_chunk = chunk_body(rid, model, created, {})
             usage_chunk["choices"] = []
-            usage_chunk["usage"] = usage_body(info.usage)
+            usage_chunk["usage"] = usage_body(usage)
             yield _sse_event(usage_chunk)
         status = "ok"
+        if answered is not None and not isinstance(session, ReplaySession):
+            answered(recorder.completion(finish, usage))
         await release()
         yield "data: [DONE]\n\n"
     finally:

@@ -21,6 +21,7 @@ from serve_app.health import BreakerConfig
 from serve_app.keys import AuthConfig
 from serve_app.ledger import BudgetsConfig, LedgerConfig
 from serve_app.rate_limits import RateLimitsConfig
+from serve_app.response_cache import CacheConfig
 from serve_app.retry import RetryConfig
 from serve_app.stats import StatsConfig
 
@@ -453,6 +454,7 @@ class FusionConfig(_Strict):
     budgets: BudgetsConfig = BudgetsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     ledger: LedgerConfig = LedgerConfig()
+    cache: CacheConfig = CacheConfig()
     stats: StatsConfig = StatsConfig()
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from deployments.providers.base import Completion, ProviderRequest, StreamDelta
 from predictors.classification import Classification, TaskClassifier
 from serve_app.accounting import Accountant, LedgerClient
 from serve_app.api import create_api
+from serve_app.caching import Cache
 from serve_app.config import FusionConfig
 from serve_app.demand import ArrivalCounter
 from serve_app.errors import ProviderConnectionError, ProviderError
@@ -25,6 +26,7 @@ from serve_app.gateway import Gateway
 from serve_app.health import HealthRegistry
 from serve_app.in_flight import InFlight, InFlightCount
 from serve_app.metrics import Metrics, RayBackend
+from serve_app.response_cache import CacheConfig, CachedAnswer
 
 logger = logging.getLogger("ray.serve")
 
@@ -77,6 +79,11 @@ class Ingress:
         self._settle_task = loop.create_task(self.accountant.run_settlements())
         self._refresh_task = loop.create_task(self.accountant.run_refresh())
         self.metrics = Metrics(RayBackend())
+        self.cache: Cache | None = None
+        if config.cache.enabled:
+            actor = _ActorCache(serve.get_replica_context().app_name, config.cache)
+            await asyncio.wait_for(actor.configure(), timeout=60)
+            self.cache = Cache(config.cache, actor)
         self._arrivals: ArrivalCounter | None = None
         self._forecaster: Any = None
         if config.deployments.predictive():
@@ -103,6 +110,7 @@ class Ingress:
             self.accountant,
             self.metrics,
             idle_shortcut=self._agreed,
+            cache=self.cache,
         )
         app.add_middleware(InFlight, counter=self._requests)
         return app
@@ -135,6 +143,8 @@ class Ingress:
 
     async def __del__(self) -> None:
         await self.accountant.flush()  # settlements still queued when the replica stops
+        if self.cache is not None:
+            await self.cache.drain()  # answers still being stored
 
     async def _reset_board(self) -> None:
         await self._board.reset.remote()
@@ -351,6 +361,45 @@ class _ActorLedger:
                     self.actor = self._make()
 
         return call
+
+
+class _ActorCache:
+    """The application's ResponseCache actor (``deployments/response_cache.py``) behind the
+    ``CacheClient`` protocol. A call that fails is the caller's miss (or lost store); an actor gone
+    for good is found or created again for the next call."""
+
+    def __init__(self, app_name: str, settings: CacheConfig) -> None:
+        from deployments.response_cache import get_or_create
+
+        self._make = lambda: get_or_create(app_name, settings)
+        self._settings = settings
+        self.actor = self._make()
+
+    async def configure(self) -> None:
+        await self.actor.configure.remote(self._settings)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.actor, name).remote(*args)
+        except RayTaskError:
+            raise
+        except RayError:
+            self.actor = self._make()
+            raise
+
+    async def get(self, key: bytes, max_age_s: float | None) -> CachedAnswer | None:
+        answer: CachedAnswer | None = await self._call("get", key, max_age_s)
+        return answer
+
+    async def put(self, key: bytes, scope: str, answer: CachedAnswer) -> bool:
+        return bool(await self._call("put", key, scope, answer))
+
+    async def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = await self._call("stats")
+        return out
+
+    async def clear(self, scope: str | None) -> int:
+        return int(await self._call("clear", scope))
 
 
 def _as_client(ledger: _ActorLedger) -> LedgerClient:

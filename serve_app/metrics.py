@@ -64,6 +64,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "team_tokens)",
         ("team", "limit"),
     ),
+    "fusion_cache_lookups_total": (
+        "counter",
+        "Response cache lookups by result: hit, miss, bypass (the request's Cache-Control) or error",
+        ("result",),
+    ),
     "fusion_routing_decisions_total": (
         "counter",
         "Routing decisions: the task type, the first candidate chosen, its slot and the policy",
@@ -188,6 +193,9 @@ class Metrics:
                 b.inc(name, value, pm)
         if info.cost_usd:
             b.inc("fusion_cost_usd_total", info.cost_usd, pm | {"team": team or "none"})
+
+    def cache_lookup(self, result: str) -> None:
+        self.backend.inc("fusion_cache_lookups_total", 1, {"result": result})
 
     def refused(self, code: str, team: str | None = None, limit: str | None = None) -> None:
         """A request refused before routing (bad key, rate limit, budget, invalid body); ``limit``:

@@ -45,6 +45,7 @@ class RouteInfo:
     # provider_ms (the winning provider call), handler_ms (the ingress's whole handling)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    cache: dict[str, Any] | None = None  # the response cache's part: status (hit, miss, ...), the hit's age
 
     @property
     def fallbacks(self) -> int:
@@ -91,6 +92,7 @@ class RouteInfo:
             "usage_estimated": self.usage_estimated,
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
             "timings_ms": self.timings,
+            **({"cache": self.cache} if self.cache is not None else {}),
         }
 
     def headers(self) -> dict[str, str]:
@@ -111,4 +113,6 @@ class RouteInfo:
             out["x-fusion-attempts"] = ", ".join(a.describe() for a in self.attempts)
         if self.cost_usd is not None:
             out["x-fusion-cost-usd"] = f"{self.cost_usd:.8f}"
+        if self.cache is not None:
+            out["x-fusion-cache"] = self.cache["status"]
         return out

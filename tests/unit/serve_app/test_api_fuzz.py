@@ -20,10 +20,12 @@ import uvicorn
 from benchmarks.bad_input import Tally, probe
 from serve_app.accounting import Accountant, LocalLedgerClient
 from serve_app.api import create_api
+from serve_app.caching import Cache, LocalCacheClient
 from serve_app.config import FusionConfig
 from serve_app.emulator import EmulatorServer
 from serve_app.emulator.server import free_port, wait_healthy
 from serve_app.ledger import Ledger
+from serve_app.response_cache import CacheConfig, ResponseCache
 from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
 
 ADMIN = "admin-key-for-the-fuzz-test"
@@ -39,7 +41,9 @@ class _Router:
         self.accountant = Accountant(
             config, LocalLedgerClient(self.ledger), environ={"FUSION_ADMIN_KEY": ADMIN}
         )
-        app = create_api(config, inprocess_gateway(config), {}, accountant=self.accountant)
+        self.cache = ResponseCache(config.cache)
+        front = Cache(config.cache, LocalCacheClient(self.cache))
+        app = create_api(config, inprocess_gateway(config), {}, accountant=self.accountant, cache=front)
         self.port = free_port()
         server_config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -61,14 +65,17 @@ class _Router:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.ledger.close()
+        self.cache.close()
 
 
 @pytest.fixture(scope="module")
 def router(
     emulator: EmulatorServer, config: FusionConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    cfg = emulated_config(config, emulator.url)
-    with _Router(cfg, tmp_path_factory.mktemp("fuzz") / "ledger.db") as url:
+    folder = tmp_path_factory.mktemp("fuzz")
+    cache = CacheConfig(enabled=True, path=str(folder / "cache.db"))
+    cfg = emulated_config(config, emulator.url).model_copy(update={"cache": cache})
+    with _Router(cfg, folder / "ledger.db") as url:
         # a client key: with keys in the ledger every client route needs one, and a request without
         # it would be refused (401) before its body is read
         created = httpx.post(f"{url}/v1/admin/keys", json={"team": "fuzz", "name": "client"}, headers=_ADMIN)
@@ -88,7 +95,7 @@ def test_generated_requests_get_documented_answers(router: str, config: FusionCo
     failures = [f"{key}\n  {tally.examples[key]}" for key in tally.failures]
     assert not failures, "\n".join(failures)
     assert not [s for s in tally.statuses if s.startswith("5")], tally.statuses
-    assert routes == 15 and {
+    assert routes == 17 and {
         "positive POST /v1/chat/completions",
         "negative POST /v1/chat/completions",
         "negative POST /v1/admin/keys",
@@ -96,11 +103,12 @@ def test_generated_requests_get_documented_answers(router: str, config: FusionCo
         "negative POST /v1/router/feedback",
         "negative GET /v1/admin/usage",
         "negative GET /v1/router/usage",
+        "negative DELETE /v1/admin/cache",
     } <= set(fuzzed)
     assert tally.by_route["positive POST /v1/chat/completions"]["200"] > 0  # some reach a provider
     assert tally.by_route["positive GET /v1/admin/usage"]["200"] > 0
     assert tally.by_route["positive GET /v1/router/usage"]["200"] > 0
-    assert tally.statuses["405"] == 63  # every method a path does not take
+    assert tally.statuses["405"] == 67  # every method a path does not take
     # both bodies over the limit (a forbidden key body past 64 KiB may add a 413 of its own)
     assert [tally.by_route[f"oversized body ({how} length)"] for how in ("declared", "chunked")] == [
         {"413": 1},
