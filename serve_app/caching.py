@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,9 +86,14 @@ class Lookup:
 
 
 class Cache:
-    def __init__(self, settings: CacheConfig, client: CacheClient) -> None:
+    def __init__(
+        self, settings: CacheConfig, client: CacheClient, models: Collection[str] | None = None
+    ) -> None:
+        """``models``: the configured models (None: any); an answer by another one (a model the
+        configuration no longer has) is not given again."""
         self.settings = settings
         self.client = client
+        self.models = None if models is None else frozenset(models)
         self._stores: set[asyncio.Task[Any]] = set()
         self._failures = 0
 
@@ -115,6 +120,8 @@ class Cache:
             return found
         if answer is not None and key is not None and not key.allows(answer.model):
             answer = None  # a team's or everyone's answer by a model this key may not use
+        if answer is not None and self.models is not None and answer.model not in self.models:
+            answer = None
         found.status, found.answer = ("hit", answer) if answer is not None else ("miss", None)
         return found
 

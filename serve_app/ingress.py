@@ -83,7 +83,7 @@ class Ingress:
         if config.cache.enabled:
             actor = _ActorCache(serve.get_replica_context().app_name, config.cache)
             await asyncio.wait_for(actor.configure(), timeout=60)
-            self.cache = Cache(config.cache, actor)
+            self.cache = Cache(config.cache, actor, config.models)
         self._arrivals: ArrivalCounter | None = None
         self._forecaster: Any = None
         if config.deployments.predictive():

@@ -507,12 +507,13 @@ class Ledger:
 
     def economics(self, window_s: float) -> dict[str, dict[str, float | int | None]]:
         """Per model: requests, mean cost per request over the last ``window_s``, and the mean
-        feedback score with its count (every score ever given)."""
+        feedback score with its count (every score ever given). Answers given again from the
+        response cache (policy ``cache``, no cost) are not calls of the model: not counted."""
         since = self.clock() - window_s
         out: dict[str, dict[str, float | int | None]] = {}
         for model, n, mean_cost in self.db.execute(
             "SELECT model, COUNT(*), AVG(cost_usd) FROM spend WHERE settled_at >= ? AND model IS NOT NULL "
-            "GROUP BY model",
+            "AND policy IS NOT 'cache' GROUP BY model",
             (since,),
         ):
             out[model] = {"requests": n, "cost_per_request_usd": mean_cost, "quality": None, "feedback": 0}

@@ -69,7 +69,7 @@ async def _router(
     accountant = Accountant(cfg, LocalLedgerClient(ledger), environ={"FUSION_ADMIN_KEY": ADMIN})
     await accountant.refresh()
     backend = MemoryBackend()
-    front = Cache(settings, client or LocalCacheClient(ResponseCache(settings)))
+    front = Cache(settings, client or LocalCacheClient(ResponseCache(settings)), cfg.models)
     app = create_api(
         cfg, inprocess_gateway(cfg), {}, accountant=accountant, metrics=Metrics(backend), cache=front
     )
@@ -117,6 +117,10 @@ async def test_a_repeated_request_is_answered_from_the_cache_at_no_cost(router: 
         ),
         ("gpt-4o-mini", "cache", "cache", 0.0, 0),
     ]
+    economics = router.ledger.economics(300)["gpt-4o-mini"]  # /v1/router/stats: the model's own calls
+    assert (
+        economics["requests"] == 1 and economics["cost_per_request_usd"] == first.json()["fusion"]["cost_usd"]
+    )
     m = router.metrics
     assert m.total("fusion_cache_lookups_total", result="hit") == 1
     assert m.total("fusion_cache_lookups_total", result="miss") == 1
@@ -213,6 +217,27 @@ async def test_a_stream_continued_on_another_model_is_not_stored(router: Router,
     assert [c["from_model"] for c in final["fusion"]["continuations"]] == [PRIMARY]
     assert (await router.cache.client.stats())["stored"] == 0  # two models wrote it
     assert (await router.chat(model="auto", messages=coding)).headers["x-fusion-cache"] == "miss"
+
+
+async def test_a_key_whose_budget_is_spent_still_gets_hits(router: Router) -> None:
+    key = await router.key("red", budget_usd=1.0, period="day")
+    assert (await router.chat(key)).headers["x-fusion-cache"] == "miss"
+    key_id = (await router.client.get("/v1/router/key", headers={"authorization": f"Bearer {key}"})).json()
+    changed = await router.admin(
+        "PATCH", f"/v1/admin/keys/{key_id['key_id']}", json={"budget_usd": 0.0, "period": "day"}
+    )
+    assert changed.status_code == 200, changed.text
+    await router.accountant.refresh()
+    hit = await router.chat(key)
+    assert hit.status_code == 200 and hit.headers["x-fusion-cache"] == "hit"  # it costs nothing
+    _error(await router.chat(key, messages=ASK), 429, "insufficient_quota")  # a new question is refused
+
+
+async def test_an_answer_by_a_model_no_longer_configured_is_not_given_again(router: Router) -> None:
+    first = await router.chat()
+    assert first.headers["x-fusion-cache"] == "miss"
+    router.cache.models = frozenset({"gpt-4.1"})  # the configuration as redeployed without gpt-4o-mini
+    assert (await router.chat()).headers["x-fusion-cache"] == "miss"
 
 
 async def test_answers_are_kept_per_key_by_default(router: Router) -> None:
