@@ -201,7 +201,25 @@ def create_api(
             },
             **error_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
         },
-        openapi_extra=json_body(ChatCompletionRequest),
+        openapi_extra={
+            **json_body(ChatCompletionRequest),
+            "parameters": [
+                {
+                    "name": "x-fusion-max-cost-usd",
+                    "in": "header",
+                    "required": False,
+                    "description": "the request's cost limit in USD, as fusion.max_cost_usd (the lower wins)",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "cache-control",
+                    "in": "header",
+                    "required": False,
+                    "description": "no-cache, no-store or max-age=N, for the response cache",
+                    "schema": {"type": "string"},
+                },
+            ],
+        },
     )
     async def chat_completions(request: Request) -> Response:
         arrived = time.monotonic()
@@ -210,6 +228,7 @@ def create_api(
         try:
             body = await read_body(request, config.server.max_body_bytes)
             chat = parse_request(decode_json(body))
+            max_cost = _max_cost(chat, request.headers.get("x-fusion-max-cost-usd"))
             if chat.model in config.routing.aliases:  # the model or policy it stands for
                 chat = chat.model_copy(update={"model": config.dealias(chat.model)})
             allowed = key.models if key is not None else None
@@ -229,6 +248,8 @@ def create_api(
                 info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)
                 if found is not None:
                     info.cache = found.describe()
+                if max_cost is not None:
+                    chat = gateway.cap_cost(chat, info, max_cost)
                 if accountant is not None:
                     began = time.monotonic()
                     chat = await accountant.admit(chat, info, key)
@@ -298,6 +319,23 @@ def create_api(
     names = [*POLICIES, *config.models, *config.routing.aliases]
     document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=names)
     return app
+
+
+def _max_cost(chat: ChatCompletionRequest, header: str | None) -> float | None:
+    """The request's cost limit: ``fusion.max_cost_usd`` or the header, the lower of the two."""
+    limits = [chat.fusion.max_cost_usd] if chat.fusion and chat.fusion.max_cost_usd is not None else []
+    if header is not None:
+        try:
+            value = float(header)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= 1_000_000:  # also refuses nan and inf
+            raise InvalidRequestError(
+                f"x-fusion-max-cost-usd must be a number of USD above 0, not {header[:40]!r}.",
+                param="x-fusion-max-cost-usd",
+            )
+        limits.append(value)
+    return min(limits) if limits else None
 
 
 def _age(found: Lookup | None) -> dict[str, str]:

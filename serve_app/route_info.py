@@ -46,6 +46,7 @@ class RouteInfo:
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     cache: dict[str, Any] | None = None  # the response cache's part: status (hit, miss, ...), the hit's age
+    max_cost_usd: float | None = None  # the request's own cost limit, when it set one
 
     @property
     def fallbacks(self) -> int:
@@ -93,6 +94,7 @@ class RouteInfo:
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
             "timings_ms": self.timings,
             **({"cache": self.cache} if self.cache is not None else {}),
+            **({"max_cost_usd": self.max_cost_usd} if self.max_cost_usd is not None else {}),
         }
 
     def headers(self) -> dict[str, str]:

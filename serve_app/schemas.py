@@ -34,6 +34,13 @@ class FusionOptions(BaseModel):
     max_latency_ms: float | None = Field(
         default=None, gt=0, description="models whose rolling p95 latency is higher are tried last"
     )
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="no model whose worst case for this request (its prompt, and max_tokens of output) "
+        "costs more is called; the header x-fusion-max-cost-usd says the same",
+    )
 
 
 class StreamOptions(BaseModel):
