@@ -28,7 +28,7 @@ from typing import Any
 
 from ray.util.metrics import Gauge
 
-from deployments.autoscaling import NAMESPACE
+from deployments.actors import stateful_actor_options
 from serve_app.accounting import LocalLedgerClient
 from serve_app.config import FusionConfig
 from serve_app.ledger import Budget, Ledger, LedgerConfig
@@ -124,16 +124,7 @@ def get_or_create(app_name: str, config: FusionConfig) -> Any:
     """The application's ledger actor, created if it does not exist yet."""
     import ray
 
-    options: dict[str, Any] = {
-        "name": ledger_name(app_name),
-        "namespace": NAMESPACE,
-        "get_if_exists": True,
-        "lifetime": "detached",
-        "max_restarts": -1,
-        "max_task_retries": -1,
-        "num_cpus": 0,
-    }
-    if config.ledger.pin_to_head_node:
-        options["resources"] = {"node:__internal_head__": 0.001}
+    # calls in flight at a crash run again: reservations and settlements are idempotent
+    options = stateful_actor_options(ledger_name(app_name), config.ledger.pin_to_head_node, -1)
     cls = ray.remote(BudgetLedgerActor)
     return cls.options(**options).remote(config.ledger, config.budgets.budgets(), config.tuned_targets())

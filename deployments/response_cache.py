@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from deployments.autoscaling import NAMESPACE
+from deployments.actors import stateful_actor_options
 from serve_app.caching import LocalCacheClient
 from serve_app.response_cache import CacheConfig, ResponseCache
 
@@ -75,15 +75,5 @@ def get_or_create(app_name: str, settings: CacheConfig) -> Any:
     """The application's cache actor, created if it does not exist yet."""
     import ray
 
-    options: dict[str, Any] = {
-        "name": cache_name(app_name),
-        "namespace": NAMESPACE,
-        "get_if_exists": True,
-        "lifetime": "detached",
-        "max_restarts": -1,
-        "max_task_retries": 1,
-        "num_cpus": 0,
-    }
-    if settings.pin_to_head_node:
-        options["resources"] = {"node:__internal_head__": 0.001}
+    options = stateful_actor_options(cache_name(app_name), settings.pin_to_head_node, 1)
     return ray.remote(ResponseCacheActor).options(**options).remote(settings)

@@ -1,0 +1,27 @@
+"""How the application's side actors that own a SQLite file (the BudgetLedger, the ResponseCache)
+are made: named per application in the ``fusion-router`` namespace, found again when they exist,
+detached (they outlive the application), restarted by Ray after a crash, using no CPU slot, and
+pinned to the head node, where their file lives, unless told otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployments.autoscaling import NAMESPACE
+
+
+def stateful_actor_options(name: str, pin_to_head_node: bool, max_task_retries: int) -> dict[str, Any]:
+    """``max_task_retries``: how often a call in flight at a crash runs again on the restarted
+    actor (-1: until it does; only for calls that are idempotent)."""
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": NAMESPACE,
+        "get_if_exists": True,
+        "lifetime": "detached",
+        "max_restarts": -1,
+        "max_task_retries": max_task_retries,
+        "num_cpus": 0,
+    }
+    if pin_to_head_node:
+        options["resources"] = {"node:__internal_head__": 0.001}
+    return options
