@@ -3,15 +3,15 @@
     python -m benchmarks.bad_input [--examples 100] [--out benchmarks/results/bad_input.json]
 
 Starts the emulator and the full graph on a local Ray (num_cpus=2) with a ledger in a temporary
-SQLite file, the admin API on and one client key, all on 127.0.0.1. schemathesis reads the router's
-own OpenAPI document and, per route, sends ``--examples`` requests the schema allows (positive) and
-``--examples`` it forbids (negative: wrong types, missing fields, bodies that are not JSON), each
-through the real Serve proxy, and runs its default checks on every answer: a status the document
-lists for the route, the documented content type, headers and body schema, no 5xx, and a 4xx for
-what the schema forbids. Schema-valid requests may still be refused with a documented 4xx (rules
-across fields the schema does not state), so that one check is left out. Then, per path, every
-method the path does not take (405 with ``Allow``), and bodies over the size limit (413, with and
-without Content-Length).
+SQLite file, the response cache on, the admin API on and one client key, all on 127.0.0.1.
+schemathesis reads the router's own OpenAPI document and, per route, sends ``--examples`` requests
+the schema allows (positive) and ``--examples`` it forbids (negative: wrong types, missing fields,
+bodies that are not JSON), each through the real Serve proxy, and runs its default checks on every
+answer: a status the document lists for the route, the documented content type, headers and body
+schema, no 5xx, and a 4xx for what the schema forbids. Schema-valid requests may still be refused
+with a documented 4xx (rules across fields the schema does not state), so that one check is left
+out. Then, per path, every method the path does not take (405 with ``Allow``), and bodies over the
+size limit (413, with and without Content-Length).
 
 Writes benchmarks/results/bad_input.json (requests, statuses, failures by check) and bad_input.png.
 """
@@ -53,11 +53,13 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "TRACE")
 
 
 def write_config(workdir: Path) -> Path:
-    """The default configuration, its ledger in ``workdir``, every provider on the emulator."""
+    """The default configuration, its ledger and its response cache (on, so that its routes and the
+    lookup are reached) in ``workdir``, every provider on the emulator."""
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["providers"]["meta"] = {"kind": "openai_compatible", "api_key_env": "FUSION_LLAMA_API_KEY"}
     data["deployments"]["provider_overrides"] = {}
     data["ledger"] = {"path": str(workdir / "ledger.db")}
+    data["cache"] = {"enabled": True, "path": str(workdir / "cache.db")}
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     load_config(path)

@@ -209,7 +209,7 @@ def create_api(
                     "in": "header",
                     "required": False,
                     "description": "the request's cost limit in USD, as fusion.max_cost_usd (the lower wins)",
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": r"^[0-9]{0,7}(\.[0-9]{1,12})?$"},
                 },
                 {
                     "name": "cache-control",
@@ -231,6 +231,7 @@ def create_api(
             max_cost = _max_cost(chat, request.headers.get("x-fusion-max-cost-usd"))
             if chat.model in config.routing.aliases:  # the model or policy it stands for
                 chat = chat.model_copy(update={"model": config.dealias(chat.model)})
+            chat = _with_target(chat)
             allowed = key.models if key is not None else None
             gateway.permit(chat, allowed)
             rate = {}
@@ -319,6 +320,21 @@ def create_api(
     names = [*POLICIES, *config.models, *config.routing.aliases]
     document_schemas(app, [ChatCompletionRequest, *BODIES], chat_models=names)
     return app
+
+
+def _with_target(chat: ChatCompletionRequest) -> ChatCompletionRequest:
+    """``fusion.quality_target`` with model ``auto`` is the policy ``auto:<target>``."""
+    target = chat.fusion.quality_target if chat.fusion else None
+    if target is None:
+        return chat
+    if chat.model != "auto":
+        raise InvalidRequestError(
+            f"fusion.quality_target applies to model 'auto'; the model '{chat.model}' sets its own "
+            "routing (a policy, or a model that bypasses routing).",
+            param="fusion.quality_target",
+        )
+    digits = f"{target:.6f}".rstrip("0").rstrip(".") or "0"
+    return chat.model_copy(update={"model": f"auto:{digits}"})
 
 
 def _max_cost(chat: ChatCompletionRequest, header: str | None) -> float | None:

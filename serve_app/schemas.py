@@ -34,6 +34,13 @@ class FusionOptions(BaseModel):
     max_latency_ms: float | None = Field(
         default=None, gt=0, description="models whose rolling p95 latency is higher are tried last"
     )
+    quality_target: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="with model auto: route to the cheapest model predicted to meet this quality, as "
+        "model auto:<target> does",
+    )
     max_cost_usd: float | None = Field(
         default=None,
         gt=0,

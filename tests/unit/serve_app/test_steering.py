@@ -1,4 +1,5 @@
-"""A request's own cost limit (``fusion.max_cost_usd``, header ``x-fusion-max-cost-usd``)."""
+"""What a request may ask of the router besides its model: a cost limit (``fusion.max_cost_usd``,
+header ``x-fusion-max-cost-usd``) and a quality target (``fusion.quality_target``)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,18 @@ async def test_the_header_says_the_same_and_the_lower_limit_wins(
     for bad_body in (0, -0.5, "0.1", True):
         r = await _chat(client, max_tokens=100, fusion={"max_cost_usd": bad_body})
         assert r.status_code == 400 and "max_cost_usd" in r.json()["error"]["message"], (bad_body, r.text)
+
+
+async def test_a_quality_target_in_the_body_is_the_policy_auto_target(client: httpx.AsyncClient) -> None:
+    by_name = (await _chat(client, model="auto:0.85", max_tokens=50)).json()["fusion"]
+    by_body = (await _chat(client, model="auto", max_tokens=50, fusion={"quality_target": 0.85})).json()
+    assert by_body["fusion"]["policy"] == "auto:0.85" and by_body["fusion"]["quality_target"] == 0.85
+    assert by_body["fusion"]["candidates"] == by_name["candidates"]
+    assert (await _chat(client, model="auto", fusion={"quality_target": 0})).json()["fusion"][
+        "policy"
+    ] == "auto:0"
+    for model in ("auto:cost", "gpt-4.1"):
+        r = await _chat(client, model=model, fusion={"quality_target": 0.9})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "fusion.quality_target", r.text
+    r = await _chat(client, model="auto", fusion={"quality_target": 1.5})
+    assert r.status_code == 400 and "quality_target" in r.json()["error"]["message"]
