@@ -244,6 +244,7 @@ def create_api(
                 metrics.cache_lookup(found.status)
             if found is not None and found.answer is not None:
                 info = hit_info(request_id, found)
+                metrics.cache_saved(found.answer.cost_usd, found.answer.model, key.team if key else None)
             else:
                 pressure = accountant.under_pressure(key) if accountant is not None else False
                 info = await gateway.plan(chat, request_id, budget_pressure=pressure, allowed=allowed)

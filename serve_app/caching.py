@@ -169,7 +169,7 @@ def hit_info(request_id: str, found: Lookup) -> RouteInfo:
     assert answer is not None
     candidate = Candidate(answer.model, CACHE_PROVIDER, answer.provider_model, CACHE_PROVIDER)
     plan = RoutePlan(CACHE_PROVIDER, (candidate,), answer.task_type, None)
-    info = RouteInfo(request_id, plan, None, candidates=[candidate], served_by=candidate)
+    info = RouteInfo(request_id, plan, None, served_by=candidate)  # no candidates: nothing was routed
     info.served_model = answer.provider_model
     info.cost_usd = 0.0
     info.cache = found.describe()

@@ -69,6 +69,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Response cache lookups by result: hit, miss, bypass (the request's Cache-Control) or error",
         ("result",),
     ),
+    "fusion_cache_saved_usd_total": (
+        "counter",
+        "What the answers given again from the response cache cost when they were first given",
+        ("model", "team"),
+    ),
     "fusion_routing_decisions_total": (
         "counter",
         "Routing decisions: the task type, the first candidate chosen, its slot and the policy",
@@ -196,6 +201,11 @@ class Metrics:
 
     def cache_lookup(self, result: str) -> None:
         self.backend.inc("fusion_cache_lookups_total", 1, {"result": result})
+
+    def cache_saved(self, usd: float | None, model: str, team: str | None) -> None:
+        """A hit: what its answer cost the first time, not spent again."""
+        if usd:
+            self.backend.inc("fusion_cache_saved_usd_total", usd, {"model": model, "team": team or "none"})
 
     def refused(self, code: str, team: str | None = None, limit: str | None = None) -> None:
         """A request refused before routing (bad key, rate limit, budget, invalid body); ``limit``:

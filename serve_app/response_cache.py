@@ -145,7 +145,8 @@ class ResponseCache:
         self._clock = clock
         self.db: sqlite3.Connection = connect(self.path, settings.synchronous)
         self.db.executescript(SCHEMA)
-        self.counts = {"hits": 0, "misses": 0, "stored": 0, "too_large": 0, "evicted": 0}
+        self.counts: dict[str, float] = {"hits": 0, "misses": 0, "stored": 0, "too_large": 0, "evicted": 0}
+        self.counts["saved_usd"] = 0.0  # what the answers given again cost the first time
         # kept, not counted per store: count(*) reads the whole table (milliseconds at 100,000)
         (self.entries,) = self.db.execute("SELECT count(*) FROM response_cache").fetchone()
 
@@ -165,7 +166,9 @@ class ResponseCache:
         with self.db:
             self.db.execute("UPDATE response_cache SET hits = hits + 1 WHERE key = ?", (key,))
         self.counts["hits"] += 1
-        return CachedAnswer.from_row(row[0], row[1], row[2] + 1)
+        answer = CachedAnswer.from_row(row[0], row[1], row[2] + 1)
+        self.counts["saved_usd"] += answer.cost_usd or 0.0
+        return answer
 
     def put(self, key: bytes, scope: str, answer: CachedAnswer) -> bool:
         """Store (or replace) an answer; False when it is longer than ``max_answer_bytes``."""
@@ -235,6 +238,7 @@ class ResponseCache:
             "answer_bytes": size,
             "oldest_age_s": round(now - oldest, 3) if oldest is not None else None,
             **self.counts,
+            "saved_usd": round(self.counts["saved_usd"], 8),
             "hit_ratio": round(self.counts["hits"] / lookups, 4) if lookups else None,
         }
 

@@ -125,6 +125,10 @@ async def test_a_repeated_request_is_answered_from_the_cache_at_no_cost(router: 
     assert m.total("fusion_cache_lookups_total", result="hit") == 1
     assert m.total("fusion_cache_lookups_total", result="miss") == 1
     assert m.total("fusion_requests_total", policy="cache", provider="cache", status="ok") == 1
+    assert m.total("fusion_routing_decisions_total") == 1  # the first request's; a hit routes nothing
+    saved = first.json()["fusion"]["cost_usd"]  # what the hit did not spend again
+    assert m.total("fusion_cache_saved_usd_total", model="gpt-4o-mini", team="none") == pytest.approx(saved)
+    assert (await router.cache.client.stats())["saved_usd"] == pytest.approx(saved)
     assert m.total("fusion_cost_usd_total", provider="cache") == 0
 
 
