@@ -5,6 +5,8 @@ pinned to the head node, where their file lives, unless told otherwise."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from deployments.autoscaling import NAMESPACE
@@ -25,3 +27,15 @@ def stateful_actor_options(name: str, pin_to_head_node: bool, max_task_retries: 
     if pin_to_head_node:
         options["resources"] = {"node:__internal_head__": 0.001}
     return options
+
+
+async def in_chunks(step: Callable[[int], int], chunk: int) -> int:
+    """Call ``step(chunk)`` (drop at most ``chunk`` rows, return how many went) until it drops
+    fewer, letting the actor serve its other calls between steps; how many went in all."""
+    dropped = 0
+    while True:
+        n = step(chunk)
+        dropped += n
+        if n < chunk:
+            return dropped
+        await asyncio.sleep(0.005)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ray.util.metrics import Gauge
 
-from deployments.actors import stateful_actor_options
+from deployments.actors import in_chunks, stateful_actor_options
 from serve_app.accounting import LocalLedgerClient
 from serve_app.config import FusionConfig
 from serve_app.ledger import Budget, Ledger, LedgerConfig
@@ -83,14 +83,9 @@ class BudgetLedgerActor(LocalLedgerClient):
         """Drop the spend rows past ``ledger.retention_days`` (none without it), a chunk at a
         time with other calls served between chunks; returns how many were dropped."""
         days = self.settings.retention_days
-        dropped = 0
-        while days is not None:
-            n = self.ledger.prune(days * 86_400, PRUNE_CHUNK)
-            dropped += n
-            if n < PRUNE_CHUNK:
-                break
-            await asyncio.sleep(0.005)
-        return dropped
+        if days is None:
+            return 0
+        return await in_chunks(lambda n: self.ledger.prune(days * 86_400, n), PRUNE_CHUNK)
 
     async def _prune_forever(self) -> None:
         while True:

@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from deployments.actors import stateful_actor_options
+from deployments.actors import in_chunks, stateful_actor_options
 from serve_app.caching import LocalCacheClient
 from serve_app.response_cache import CacheConfig, ResponseCache
 
@@ -41,13 +41,7 @@ class ResponseCacheActor(LocalCacheClient):
 
     async def purge(self) -> int:
         """Drop every expired answer, a chunk at a time with other calls served between chunks."""
-        dropped = 0
-        while True:
-            n = self.cache.purge(PURGE_CHUNK)
-            dropped += n
-            if n < PURGE_CHUNK:
-                return dropped
-            await asyncio.sleep(0.005)
+        return await in_chunks(self.cache.purge, PURGE_CHUNK)
 
     async def _purge_forever(self) -> None:
         while True:
