@@ -403,7 +403,7 @@ async def _sse(
         yield _sse_event(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
         try:
             async for delta in session.deltas():
-                recorder.add(delta.text, delta.tool_calls)
+                recorder.add(delta)
                 if delta.text:
                     yield _sse_event(chunk_body(rid, model, created, {"content": delta.text}))
                 if delta.tool_calls:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deployments.providers.base import Completion, StreamDelta, ToolCall, ToolCallDelta, Usage
+from deployments.providers.coalesce import merge_tool_calls
 from serve_app.keys import KeyRecord
 from serve_app.response_cache import (
     CacheConfig,
@@ -188,27 +189,20 @@ def cached_completion(answer: CachedAnswer) -> Completion:
 
 
 class StreamRecorder:
-    """Assembles a stream's answer as it is sent (text, tool calls), for the cache."""
+    """Assembles a stream's answer as it is sent (text, tool calls), for the cache: its deltas
+    joined as the stream coalescer joins them (``merge_tool_calls``)."""
 
     def __init__(self) -> None:
-        self.text: list[str] = []
-        self.calls: dict[int, dict[str, str]] = {}
+        self.deltas: list[StreamDelta] = []
 
-    def add(self, text: str, pieces: list[Any]) -> None:
-        if text:
-            self.text.append(text)
-        for piece in pieces:
-            call = self.calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
-            if piece.id is not None:
-                call["id"] = piece.id
-            if piece.name is not None:
-                call["name"] = piece.name
-            call["arguments"] += piece.arguments
+    def add(self, delta: StreamDelta) -> None:
+        if delta.text or delta.tool_calls:
+            self.deltas.append(delta)
 
     def completion(self, finish_reason: str, usage: Usage) -> Completion:
-        calls = [ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(self.calls.items())]
+        calls = [ToolCall(c.id or "", c.name or "", c.arguments) for c in merge_tool_calls(self.deltas)]
         return Completion(
-            text="".join(self.text),
+            text="".join(d.text for d in self.deltas),
             finish_reason=finish_reason,  # type: ignore[arg-type]
             usage=usage,
             tool_calls=calls,

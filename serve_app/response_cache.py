@@ -28,13 +28,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.ledger import Synchronous, connect
-from serve_app.schemas import ChatCompletionRequest
+from serve_app.schemas import IGNORED_PARAMS, ChatCompletionRequest
 
 Scope = Literal["key", "team", "global"]
 
-# fields of a request that do not change its answer (``_IGNORED`` of schemas.py: accepted, no effect)
-NOT_IN_KEY = {"stream", "stream_options", "user", "metadata", "store", "service_tier"}
-NOT_IN_KEY |= {"presence_penalty", "frequency_penalty", "reasoning_effort"}
+# fields of a request that do not change its answer (and the parameters accepted without effect)
+NOT_IN_KEY = {"stream", "stream_options", "user", *IGNORED_PARAMS}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS response_cache (

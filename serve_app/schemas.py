@@ -67,7 +67,7 @@ _UNSUPPORTED = (
     "logit_bias",
 )
 # Accepted and passed over without effect on any provider (documented in the README).
-_IGNORED = (
+IGNORED_PARAMS = (
     "metadata",
     "store",
     "service_tier",
@@ -148,7 +148,7 @@ class ChatCompletionRequest(BaseModel):
             )
         if len(set(names)) != len(names):
             raise InvalidRequestError("Tool names must be unique.", param="tools")
-        unknown = sorted(k for k in extra if k not in _UNSUPPORTED and k not in _IGNORED)
+        unknown = sorted(k for k in extra if k not in _UNSUPPORTED and k not in IGNORED_PARAMS)
         if unknown:
             raise InvalidRequestError(
                 f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0]
