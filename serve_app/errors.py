@@ -197,7 +197,8 @@ class NoProviderAvailableError(FusionError):
         return self._status
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (NoProviderAvailableError, (self.attempts,), {"_status": self._status})
+        state = {"_status": self._status, "message": self.message}  # the message may carry a reason
+        return (NoProviderAvailableError, (self.attempts,), state)
 
 
 class ProviderError(FusionError):

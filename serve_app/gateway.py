@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from deployments.providers.base import Completion, ProviderRequest, StreamDelta, Usage
 from predictors.classification import Classification
 from serve_app.config import FusionConfig
+from serve_app.cost_cap import CostCap
 from serve_app.errors import (
     Attempt,
     InvalidRequestError,
@@ -181,8 +182,13 @@ class Gateway:
                 code="max_cost_exceeded",
             )
         info.candidates = kept
-        info.max_cost_usd = max_cost_usd
+        info.cap = CostCap(max_cost_usd)  # kept across every call: fallbacks, hedges, continuations
         return request
+
+    def _worst(self, request: ChatCompletionRequest, candidate: Candidate) -> float:
+        """The most one call of ``candidate`` for ``request`` can cost (as ``cap_cost`` counts it)."""
+        limit = request.output_limit() or self.config.budgets.max_output_tokens
+        return worst_case_usd(self.config, candidate.model, request.prompt_tokens_upper(), limit)
 
     # -- one call, with its outcome fed to the breakers ---------------------------------------------
 
@@ -251,41 +257,61 @@ class Gateway:
         exclude: set[str],
         attempt: Callable[[Candidate, float], Coroutine[Any, Any, T]],
         stream: bool,
-        prompt_tokens: int = 0,
-    ) -> tuple[Candidate, float, T]:
+        request: ChatCompletionRequest,
+    ) -> tuple[Candidate, float, T, float]:
         """Attempts in retry order. When the attempt in flight is slow, the next candidate starts
         beside it (up to ``retry.max_in_flight``); the first success wins and the others are
-        cancelled; each failure is recorded and the next candidate starts."""
+        cancelled; each failure is recorded and the next candidate starts. Under a cost limit, a
+        candidate starts only if its worst case fits (``serve_app/cost_cap.py``); the winner is
+        returned with the worst case held for it, which its caller releases when it charges it."""
         order = self._rounds(info, deadline, exclude)
         self._hedges.request(time.monotonic())
-        pending: dict[asyncio.Task[T], tuple[Candidate, float, int]] = {}
+        pending: dict[asyncio.Task[T], tuple[Candidate, float, int, float]] = {}
+        waiting: list[Candidate] = []  # a hedge that did not fit: it may once the attempt in flight ends
+        cap = info.cap
+        prompt_tokens = _prompt_estimate(request)
         more = True
         hedging = True
 
-        async def launch() -> bool:
-            candidate = await anext(order, None)
-            if candidate is None:
-                return False
+        async def launch(hedge: bool = False) -> bool:
+            nonlocal more
+            while True:
+                candidate = waiting.pop() if waiting else await anext(order, None)
+                if candidate is None:
+                    more = False
+                    return False
+                worst = self._worst(request, candidate) if cap is not None else 0.0
+                if cap is None or cap.fits(info.cost_usd, worst):
+                    break
+                if hedge:
+                    waiting.append(candidate)
+                    return False
+                cap.leave_out(candidate.model)
+            if cap is not None:
+                cap.hold(worst)
             started = time.monotonic()
             task = asyncio.create_task(attempt(candidate, min(deadline, started + self._budget(stream))))
-            pending[task] = (candidate, started, self.health.begin(self._key(candidate)))
+            pending[task] = (candidate, started, self.health.begin(self._key(candidate)), worst)
             return True
 
         async def cancel_all(winner_started: float | None = None) -> None:
             now = time.monotonic()
-            for task, (candidate, started, token) in list(pending.items()):
+            for task, (candidate, started, token, held) in list(pending.items()):
                 task.cancel()
                 self.health.end(self._key(candidate), token)
                 if winner_started is not None and started < winner_started:
                     # overtaken by a later attempt: it was too slow, and its breaker should know
                     self.health.record(Outcome(self._key(candidate), False, now - started, error="overtaken"))
                 # the provider has the prompt and bills it: charged, estimated, like a broken stream
-                info.charge(self.config, candidate, Usage(input_tokens=prompt_tokens), estimated=True)
+                prompt = Usage(input_tokens=prompt_tokens)
+                charged = info.charge(self.config, candidate, prompt, estimated=True)
+                if cap is not None:  # it may bill more than that: its worst case stays counted
+                    cap.release(min(charged, held))
             await asyncio.gather(*pending, return_exceptions=True)
             pending.clear()
 
         try:
-            more = await launch()
+            await launch()
             while pending:
                 newest = max(pending.values(), key=lambda v: v[1])
                 hedge_at = self._hedge_after(newest[0], stream)
@@ -295,30 +321,31 @@ class Gateway:
                 wait = max(0.0, newest[1] + hedge_at - time.monotonic()) if can_hedge and hedge_at else None
                 done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    if self._hedges.try_hedge(time.monotonic()):
+                    if self._hedges.try_hedge(time.monotonic()) and await launch(hedge=True):
                         info.hedged.append(newest[0].model)
-                        more = await launch()
                     else:
-                        hedging = False  # over budget: this request waits its attempt out
+                        hedging = False  # over the hedge budget or the cost limit: wait the attempt out
                     continue
                 for task in done:
-                    candidate, started, token = pending.pop(task)
+                    candidate, started, token, held = pending.pop(task)
                     self.health.end(self._key(candidate), token)
                     error = task.exception()
                     if error is None:
                         await cancel_all(winner_started=started)
-                        return candidate, started, task.result()
+                        return candidate, started, task.result(), held
+                    if cap is not None and not isinstance(error, ProviderTimeoutError):
+                        cap.release(held)  # refused, not billed (a timed-out call may still be)
                     if not isinstance(error, ProviderError):
                         raise error
                     self._fail(info, candidate, error, started)
                     if is_final(error):
                         raise error
                 if not pending and more:
-                    more = await launch()
+                    await launch()
         finally:
             await cancel_all()
             await order.aclose()
-        raise _exhausted(info.attempts)
+        raise _exhausted(info.attempts, None if cap is None else cap.reason(info.cost_usd))
 
     def _stall_hedge_after(self) -> float | None:
         """How long a stream may be silent after tokens before a spare continuation starts."""
@@ -346,13 +373,15 @@ class Gateway:
             except TimeoutError:
                 raise _timeout(candidate, f"no answer in {timeout:.1f}s") from None
 
-        candidate, started, result = await self._race(
-            info, deadline, set(), attempt, stream=False, prompt_tokens=_prompt_estimate(request)
+        candidate, started, result, held = await self._race(
+            info, deadline, set(), attempt, stream=False, request=request
         )
         self._succeed(info, candidate, started)
         info.timings["provider_ms"] = round((time.monotonic() - started) * 1000, 3)
         info.served_model = result.provider_model or None
         info.charge(self.config, candidate, result.usage)
+        if info.cap is not None:
+            info.cap.release(held)
         return result
 
     # -- streaming ----------------------------------------------------------------------------------
@@ -389,10 +418,11 @@ class Gateway:
             self.health.note_first_token(self._key(candidate), first_token_s)
             return Segment(candidate, started, first, stream, first_token_s=first_token_s)
 
-        candidate, _, segment = await self._race(
-            info, deadline, exclude, attempt, stream=True, prompt_tokens=_prompt_estimate(request)
+        candidate, _, segment, held = await self._race(
+            info, deadline, exclude, attempt, stream=True, request=request
         )
         info.served_by = candidate
+        segment.held_usd = held
         return segment
 
 
@@ -407,6 +437,7 @@ class Segment:
     text: str = ""
     usage: Usage | None = None
     first_token_s: float | None = None
+    held_usd: float = 0.0  # its worst case, held under the request's cost limit until it is charged
 
 
 @dataclass
@@ -448,7 +479,7 @@ class StreamSession:
             except (ProviderError, _Overtaken) as caught:
                 exc = caught.error if isinstance(caught, _Overtaken) else caught
                 gw._fail(info, seg.candidate, exc, seg.started)
-                info.charge(gw.config, seg.candidate, self._estimate(seg), estimated=True)
+                self._charge(seg, self._estimate(seg), estimated=True)
                 self.finished = True  # charged; a continuation that starts re-opens the account
                 if isinstance(caught, _Overtaken):
                     self.segment = caught.segment
@@ -469,9 +500,7 @@ class StreamSession:
                 )
                 continue
             gw._succeed(info, seg.candidate, seg.started, seg.first_token_s)
-            info.charge(
-                gw.config, seg.candidate, seg.usage or self._estimate(seg), estimated=seg.usage is None
-            )
+            self._charge(seg, seg.usage or self._estimate(seg), estimated=seg.usage is None)
             self.finished = True
             yield StreamDelta(finish_reason=finish.finish_reason if finish else "stop", usage=info.usage)
             return
@@ -543,6 +572,12 @@ class StreamSession:
         """The original conversation, the text already sent as an assistant turn, and the ask to go on."""
         return self.request.continued("".join(self.sent), CONTINUE_INSTRUCTION)
 
+    def _charge(self, seg: Segment, usage: Usage, estimated: bool) -> None:
+        """Charge a segment that ended; its hold under the cost limit gives way to the charge."""
+        self.info.charge(self.gateway.config, seg.candidate, usage, estimated=estimated)
+        if self.info.cap is not None:
+            self.info.cap.release(seg.held_usd)
+
     def _estimate(self, seg: Segment) -> Usage:
         return Usage(input_tokens=_prompt_estimate(self.request), output_tokens=max(1, len(seg.text) // 4))
 
@@ -553,9 +588,7 @@ class StreamSession:
         if not self.finished:
             self.finished = True
             seg = self.segment
-            self.info.charge(
-                self.gateway.config, seg.candidate, seg.usage or self._estimate(seg), estimated=True
-            )
+            self._charge(seg, seg.usage or self._estimate(seg), estimated=True)
 
 
 class _Overtaken(Exception):
@@ -644,7 +677,7 @@ def _timeout(candidate: Candidate, why: str) -> ProviderTimeoutError:
     return ProviderTimeoutError(why, provider=candidate.provider, model=candidate.model)
 
 
-def _exhausted(attempts: list[Attempt]) -> NoProviderAvailableError:
+def _exhausted(attempts: list[Attempt], reason: str | None = None) -> NoProviderAvailableError:
     kinds = {a.error for a in attempts if a.error}
     if kinds and kinds <= {"timeout"}:
         status = 504
@@ -652,4 +685,4 @@ def _exhausted(attempts: list[Attempt]) -> NoProviderAvailableError:
         status = 503
     else:
         status = 502
-    return NoProviderAvailableError(attempts, status=status)
+    return NoProviderAvailableError(attempts, status=status, reason=reason)

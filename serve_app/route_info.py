@@ -9,6 +9,7 @@ from typing import Any
 from deployments.providers.base import Usage
 from predictors.classification import Classification
 from serve_app.config import FusionConfig
+from serve_app.cost_cap import CostCap
 from serve_app.errors import Attempt
 from serve_app.pricing import call_cost_usd
 from serve_app.routing import Candidate, RoutePlan
@@ -46,7 +47,7 @@ class RouteInfo:
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     cache: dict[str, Any] | None = None  # the response cache's part: status (hit, miss, ...), the hit's age
-    max_cost_usd: float | None = None  # the request's own cost limit, when it set one
+    cap: CostCap | None = None  # the request's own cost limit, when it set one
 
     @property
     def fallbacks(self) -> int:
@@ -54,13 +55,15 @@ class RouteInfo:
 
     def charge(
         self, config: FusionConfig, candidate: Candidate, usage: Usage, estimated: bool = False
-    ) -> None:
-        """Add one call's tokens and cost (a continued stream is charged for every segment)."""
+    ) -> float:
+        """Add one call's tokens and cost (a continued stream is charged for every segment); the
+        call's cost (0 without a known price)."""
         self.usage = self.usage + usage
         self.usage_estimated = self.usage_estimated or estimated
         cost = call_cost_usd(config, candidate.model, usage)
         if cost is not None:
             self.cost_usd = (self.cost_usd or 0.0) + cost
+        return cost or 0.0
 
     def body(self) -> dict[str, Any]:
         served = self.served_by
@@ -94,8 +97,15 @@ class RouteInfo:
             "latency_ms": round((time.monotonic() - self.started) * 1000, 2),
             "timings_ms": self.timings,
             **({"cache": self.cache} if self.cache is not None else {}),
-            **({"max_cost_usd": self.max_cost_usd} if self.max_cost_usd is not None else {}),
+            **(self._cap_body() if self.cap is not None else {}),
         }
+
+    def _cap_body(self) -> dict[str, Any]:
+        assert self.cap is not None
+        out: dict[str, Any] = {"max_cost_usd": self.cap.limit_usd}
+        if self.cap.left_out:
+            out["over_max_cost"] = self.cap.left_out
+        return out
 
     def headers(self) -> dict[str, str]:
         served = self.served_by
