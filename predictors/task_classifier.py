@@ -1,6 +1,7 @@
 """The trained task-type and complexity classifier: MiniLM embeddings + two small linear heads.
 
-Task type: a softmax over the four types. Complexity: the probability that the row's cheaper model
+Task type: a softmax over the four types, on the embedding and the prompt's word n-grams
+(``predictors/ngrams.py``). Complexity: the probability that the row's cheaper model
 does worse than its stronger one on this prompt (trained on real win/loss and correctness data; see
 ``predictors/classifier_data.py``). The heads are a small JSON artifact built deterministically by
 ``python -m predictors.train_classifier``.
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from predictors.classification import TASK_TYPES, Classification
 from predictors.embedding import MiniLMEmbedder
+from predictors.ngrams import NgramFeatures
 from predictors.quality import load_heads, quality_features
 
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "classifier_heads.json"
@@ -44,6 +46,8 @@ class EmbeddingClassifier:
             raise ValueError(f"{artifact}: task types {heads['task_types']} differ from {TASK_TYPES}")
         self._task_w = np.asarray(heads["task"]["coef"], dtype=np.float32)  # (4, 384)
         self._task_b = np.asarray(heads["task"]["intercept"], dtype=np.float32)
+        self._ngrams = NgramFeatures.from_json(heads["ngrams"]) if "ngrams" in heads else None
+        self._ngram_w = np.asarray(heads["task"].get("ngram_coef", []), dtype=np.float32)  # (4, terms)
         self._cx_w = np.asarray(heads["complexity"]["coef"], dtype=np.float32)  # (385,)
         self._cx_b = float(heads["complexity"]["intercept"])
         self.metadata = heads.get("metrics", {})
@@ -59,6 +63,8 @@ class EmbeddingClassifier:
         emb = self._embedder.embed(clipped)
         counts = self._embedder.token_counts(clipped)
         logits = emb @ self._task_w.T + self._task_b
+        if self._ngrams is not None:
+            logits += self._ngrams.scores(clipped, self._ngram_w)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)

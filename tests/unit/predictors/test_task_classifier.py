@@ -71,9 +71,12 @@ def test_complexity_separates_hard_from_easy(classifier: EmbeddingClassifier) ->
 
 def test_artifact_is_small_and_describes_itself() -> None:
     heads = json.loads(ARTIFACT.read_text())
-    assert ARTIFACT.stat().st_size < 100_000
+    assert ARTIFACT.stat().st_size < 400_000
     assert heads["task_types"] == list(TASK_TYPES)
     assert len(heads["task"]["coef"]) == 4 and len(heads["task"]["coef"][0]) == 384
+    terms = heads["ngrams"]["terms"]
+    assert 1000 < len(terms) == len(set(terms)) == len(heads["ngrams"]["idf"])
+    assert len(heads["task"]["ngram_coef"]) == 4 and len(heads["task"]["ngram_coef"][0]) == len(terms)
     assert len(heads["complexity"]["coef"]) == 385
     assert "codealpaca" not in heads["train_counts"]["by_source"]
 
