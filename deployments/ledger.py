@@ -11,7 +11,7 @@ id, and the restarted actor reopens every committed hold and spend from the file
 Its methods are ``async`` and never await, so each runs whole on the actor's event loop: a
 reservation's check and its write cannot interleave with another's. Two exceptions: a usage
 report (``usage``) reads on a worker thread over its own read-only connection, and retention
-(``prune``, every minute when ``ledger.retention_days`` is set) drops old spend rows in chunks
+(``prune``, every minute when ``ledger.retention_days`` is set) drops old spend and feedback rows in chunks
 that each run whole, yielding between them.
 Ingress replicas create it (or find it) at start and call ``configure`` with their
 configuration, so a redeploy with new budgets reaches the running actor. It is pinned to the
@@ -80,7 +80,7 @@ class BudgetLedgerActor(LocalLedgerClient):
             await asyncio.sleep(2.0)
 
     async def prune(self) -> int:
-        """Drop the spend rows past ``ledger.retention_days`` (none without it), a chunk at a
+        """Drop the spend and feedback rows past ``ledger.retention_days`` (none without it), a chunk at a
         time with other calls served between chunks; returns how many were dropped."""
         days = self.settings.retention_days
         if days is None:

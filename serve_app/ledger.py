@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     score       REAL NOT NULL,
     given_at    REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS feedback_time ON feedback (given_at);
 """
 
 
@@ -129,8 +130,8 @@ class LedgerConfig(BaseModel):
     retention_days: float | None = Field(
         default=None,
         ge=1,
-        description="drop each request's spend row after this many days (null: keep them all); the "
-        "hourly totals that budgets and hourly or daily usage reports read are kept",
+        description="drop each request's spend row and feedback score after this many days (null: "
+        "keep them all); the hourly totals that budgets and hourly or daily usage reports read are kept",
     )
 
 
@@ -507,7 +508,8 @@ class Ledger:
 
     def economics(self, window_s: float) -> dict[str, dict[str, float | int | None]]:
         """Per model: requests, mean cost per request over the last ``window_s``, and the mean
-        feedback score with its count (every score ever given). Answers given again from the
+        feedback score with its count (every score kept: all of them, or those of the last
+        ``retention_days`` when the ledger has a retention). Answers given again from the
         response cache (policy ``cache``, no cost) are not calls of the model: not counted."""
         since = self.clock() - window_s
         out: dict[str, dict[str, float | int | None]] = {}
@@ -530,10 +532,20 @@ class Ledger:
     # -- retention ----------------------------------------------------------------------------------
 
     def prune(self, retention_s: float, max_rows: int = 2000) -> int:
-        """Drop up to ``max_rows`` spend rows older than ``retention_s``; their hourly totals, and
-        so every budget and hourly or daily report, stay (``serve_app/spend_rollup.py``). Feedback
-        on a dropped request is refused as on an unknown one."""
-        return spend_rollup.prune(self.db, self.clock() - retention_s, max_rows)
+        """Drop up to ``max_rows`` spend and feedback rows older than ``retention_s``, spend first;
+        the spend's hourly totals, and so every budget and hourly or daily report, stay
+        (``serve_app/spend_rollup.py``). Feedback on a dropped request is refused as on an unknown
+        one. Returns the rows dropped: ``max_rows`` means there may be more."""
+        before = self.clock() - retention_s
+        dropped = spend_rollup.prune(self.db, before, max_rows)
+        if dropped < max_rows:
+            with self.db:
+                dropped += self.db.execute(
+                    "DELETE FROM feedback WHERE rowid IN "
+                    "(SELECT rowid FROM feedback WHERE given_at < ? ORDER BY given_at LIMIT ?)",
+                    (before, max_rows - dropped),
+                ).rowcount
+        return dropped
 
     def close(self) -> None:
         self.db.close()

@@ -225,6 +225,26 @@ def test_feedback_on_a_dropped_request_is_refused_as_unknown(tmp_path: Path) -> 
     assert ledger.feedback("old", 1.0) is None and ledger.feedback("new", 1.0) == "m"
 
 
+def test_retention_drops_old_feedback_scores_too(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    ledger = Ledger(tmp_path / "ledger.db", clock=clock)
+    ledger.settle([Charge(f"r{i}", 0.1, model="m") for i in range(5)])
+    for i in range(3):
+        assert ledger.feedback(f"r{i}", 0.0) == "m"  # three poor scores, early
+    clock.now = T0 + 2 * DAY
+    ledger.settle([Charge("late", 0.1, model="m")])
+    assert ledger.feedback("late", 1.0) == "m"
+    assert ledger.economics(7 * DAY)["m"]["feedback"] == 4
+    # the 5 old spend rows go first, then the 3 old scores, 4 rows a call
+    assert [ledger.prune(DAY, max_rows=4) for _ in range(4)] == [4, 4, 0, 0]
+    assert ledger.economics(7 * DAY)["m"] == {
+        "requests": 1,
+        "cost_per_request_usd": pytest.approx(0.1),
+        "quality": 1.0,  # the score still kept
+        "feedback": 1,
+    }
+
+
 async def test_the_ledger_actor_prunes_in_chunks_past_its_retention(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
