@@ -35,7 +35,7 @@ from serve_app.config import FusionConfig
 from serve_app.errors import AuthenticationError, BudgetExceededError, LedgerUnavailableError, RateLimitError
 from serve_app.keys import KeyRecord, KeyRing, Period, bearer
 from serve_app.ledger import Admission, Charge, Ledger
-from serve_app.pricing import worst_case_usd
+from serve_app.pricing import bounded, request_worst_case_usd
 from serve_app.rate_limits import RateDecision, Want, wants
 from serve_app.rate_limits import headers as rate_headers
 from serve_app.route_info import RouteInfo
@@ -323,12 +323,8 @@ class Accountant:
         scopes = self.scopes(key)
         if not scopes:
             return chat
-        limit = chat.output_limit()
-        if limit is None:
-            limit = self.config.budgets.max_output_tokens
-            chat = chat.model_copy(update={"max_tokens": limit})
-        prompt = chat.prompt_tokens_upper()
-        costs = [worst_case_usd(self.config, c.model, prompt, limit) for c in info.candidates]
+        chat = bounded(self.config, chat)
+        costs = [request_worst_case_usd(self.config, chat, c.model) for c in info.candidates]
         amount = max(costs[:3])  # the routing table's row: primary, fallback, cost_sensitive
         info.candidates = [c for c, cost in zip(info.candidates, costs, strict=True) if cost <= amount]
         ttl = self._longest_life_s()

@@ -29,7 +29,7 @@ from serve_app.errors import (
     ProviderTimeoutError,
 )
 from serve_app.health import HealthRegistry, Outcome
-from serve_app.pricing import unit_prices, worst_case_usd
+from serve_app.pricing import bounded, request_worst_case_usd, unit_prices
 from serve_app.retry import HedgeBudget, backoff_s, cool_down_s, is_final
 from serve_app.route_info import Continuation, RouteInfo
 from serve_app.routing import (
@@ -164,31 +164,22 @@ class Gateway:
         whole output limit produced) is at most ``max_cost_usd``; none: 400 max_cost_exceeded,
         naming the cheapest. A request without an output limit gets ``budgets.max_output_tokens``
         (passed on to the provider), so that its real cost cannot pass the worst case."""
-        limit = request.output_limit()
-        if limit is None:
-            limit = self.config.budgets.max_output_tokens
-            request = request.model_copy(update={"max_tokens": limit})
-        prompt = request.prompt_tokens_upper()
-        costs = {c.model: worst_case_usd(self.config, c.model, prompt, limit) for c in info.candidates}
+        request = bounded(self.config, request)
+        costs = {c.model: request_worst_case_usd(self.config, request, c.model) for c in info.candidates}
         kept = [c for c in info.candidates if costs[c.model] <= max_cost_usd]
         if not kept:
             cheapest = min(costs, key=lambda m: costs[m])
             raise InvalidRequestError(
                 f"No model can answer within max_cost_usd ${max_cost_usd:.6f}: the cheapest that could "
                 f"serve this request, {cheapest}, may cost up to ${costs[cheapest]:.6f} (a prompt of "
-                f"up to {prompt} tokens and {limit} output tokens). Raise the limit, lower max_tokens "
-                "or shorten the prompt.",
+                f"up to {request.prompt_tokens_upper()} tokens and {request.output_limit()} output "
+                "tokens). Raise the limit, lower max_tokens or shorten the prompt.",
                 param="fusion.max_cost_usd",
                 code="max_cost_exceeded",
             )
         info.candidates = kept
         info.cap = CostCap(max_cost_usd)  # kept across every call: fallbacks, hedges, continuations
         return request
-
-    def _worst(self, request: ChatCompletionRequest, candidate: Candidate) -> float:
-        """The most one call of ``candidate`` for ``request`` can cost (as ``cap_cost`` counts it)."""
-        limit = request.output_limit() or self.config.budgets.max_output_tokens
-        return worst_case_usd(self.config, candidate.model, request.prompt_tokens_upper(), limit)
 
     # -- one call, with its outcome fed to the breakers ---------------------------------------------
 
@@ -280,7 +271,7 @@ class Gateway:
                 if candidate is None:
                     more = False
                     return False
-                worst = self._worst(request, candidate) if cap is not None else 0.0
+                worst = 0.0 if cap is None else request_worst_case_usd(self.config, request, candidate.model)
                 if cap is None or cap.fits(info.cost_usd, worst):
                     break
                 if hedge:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
 from deployments.providers.base import Usage
 from serve_app.config import FusionConfig
+
+if TYPE_CHECKING:
+    from serve_app.schemas import ChatCompletionRequest
 
 _GENAI_PROVIDER_IDS = {"anthropic": "anthropic", "openai": "openai", "google": "google"}
 
@@ -58,6 +62,21 @@ def worst_case_usd(config: FusionConfig, model: str, prompt_tokens: int, output_
     token produced (reasoning included). 0 for a model without a known price."""
     cost = call_cost_usd(config, model, Usage(input_tokens=prompt_tokens, output_tokens=output_tokens))
     return cost or 0.0
+
+
+def bounded(config: FusionConfig, request: ChatCompletionRequest) -> ChatCompletionRequest:
+    """The request with an output limit: its own, or ``budgets.max_output_tokens`` (passed on to
+    the provider), so that its real cost cannot pass its worst case."""
+    if request.output_limit() is not None:
+        return request
+    return request.model_copy(update={"max_tokens": config.budgets.max_output_tokens})
+
+
+def request_worst_case_usd(config: FusionConfig, request: ChatCompletionRequest, model: str) -> float:
+    """The most one call of ``model`` can cost for ``request``: its prompt at 3 bytes a token
+    (``prompt_tokens_upper``), its output limit (``bounded``) produced in full."""
+    limit = request.output_limit() or config.budgets.max_output_tokens
+    return worst_case_usd(config, model, request.prompt_tokens_upper(), limit)
 
 
 def unit_prices(config: FusionConfig, model: str) -> tuple[float, float]:

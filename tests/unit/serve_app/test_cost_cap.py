@@ -13,6 +13,7 @@ from serve_app.cost_cap import CostCap
 from serve_app.emulator import EmulatorServer
 from serve_app.errors import NoProviderAvailableError, ProviderError
 from serve_app.gateway import Gateway
+from serve_app.pricing import request_worst_case_usd
 from serve_app.route_info import RouteInfo
 from serve_app.schemas import ChatCompletionRequest, parse_request
 from tests.conftest import requests_seen, set_fault
@@ -68,7 +69,7 @@ async def _plan(gw: Gateway, chat: ChatCompletionRequest, cap: float | None) -> 
 
 
 def _worst(gw: Gateway, chat: ChatCompletionRequest, info: RouteInfo) -> dict[str, float]:
-    return {c.model: gw._worst(chat, c) for c in info.candidates}
+    return {c.model: request_worst_case_usd(gw.config, chat, c.model) for c in info.candidates}
 
 
 async def test_a_refused_attempt_is_not_billed_and_leaves_room_for_the_fallback(
