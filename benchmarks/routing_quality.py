@@ -55,9 +55,9 @@ Array = npt.NDArray[np.float64]
 
 
 def embed(texts: list[str]) -> Array:
-    from predictors.embedding import MiniLMEmbedder
+    from predictors.embedding import MAX_TOKENS, MiniLMEmbedder
 
-    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\x00".join([f"max_tokens={MAX_TOKENS}", *texts]).encode()).hexdigest()[:24]
     cache = Path(os.environ.get("FUSION_CACHE_DIR", Path.home() / ".cache" / "fusion-router")) / "embeddings"
     path = cache / f"{key}.npy"
     if path.exists():

@@ -15,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 EMBED_DIM = 384
-MAX_TOKENS = 128  # the tokenizer's own truncation; the first 128 tokens decide the task type
+# the tokenizer's own truncation: the embedding reads a prompt's first 64 tokens (the task head's
+# word n-grams read up to MAX_CHARS); 128 gave the same macro-F1 at about 1.25x the mean time
+MAX_TOKENS = 64
 
 
 def _tokenizer_path() -> Path:

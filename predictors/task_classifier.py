@@ -24,7 +24,7 @@ from predictors.quality import load_heads, quality_features
 
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "classifier_heads.json"
 QUALITY_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "quality_heads.json"
-MAX_CHARS = 4000  # the embedder reads 128 tokens; cutting the text first bounds tokenisation cost
+MAX_CHARS = 4000  # what the n-grams read (the embedding: 64 tokens); bounds tokenisation cost
 
 
 def complexity_features(
