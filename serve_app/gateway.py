@@ -258,7 +258,7 @@ class Gateway:
         order = self._rounds(info, deadline, exclude)
         self._hedges.request(time.monotonic())
         pending: dict[asyncio.Task[T], tuple[Candidate, float, int, float]] = {}
-        waiting: list[Candidate] = []  # a hedge that did not fit: it may once the attempt in flight ends
+        waiting: list[Candidate] = []  # the next candidate, taken for a hedge that did not start
         cap = info.cap
         prompt_tokens = _prompt_estimate(request)
         more = True
@@ -272,11 +272,13 @@ class Gateway:
                     more = False
                     return False
                 worst = 0.0 if cap is None else request_worst_case_usd(self.config, request, candidate.model)
-                if cap is None or cap.fits(info.cost_usd, worst):
-                    break
-                if hedge:
-                    waiting.append(candidate)
+                fits = cap is None or cap.fits(info.cost_usd, worst)
+                if hedge and not (fits and self._hedges.try_hedge(time.monotonic())):
+                    waiting.append(candidate)  # no hedge now; it may start once the attempt in flight ends
                     return False
+                if fits:
+                    break
+                assert cap is not None  # only a cost limit refuses a candidate
                 cap.leave_out(candidate.model)
             if cap is not None:
                 cap.hold(worst)
@@ -312,10 +314,10 @@ class Gateway:
                 wait = max(0.0, newest[1] + hedge_at - time.monotonic()) if can_hedge and hedge_at else None
                 done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    if self._hedges.try_hedge(time.monotonic()) and await launch(hedge=True):
+                    if await launch(hedge=True):
                         info.hedged.append(newest[0].model)
                     else:
-                        hedging = False  # over the hedge budget or the cost limit: wait the attempt out
+                        hedging = False  # over the cost limit or the hedge budget: wait the attempt out
                     continue
                 for task in done:
                     candidate, started, token, held = pending.pop(task)

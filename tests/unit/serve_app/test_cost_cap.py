@@ -120,11 +120,13 @@ async def test_a_hedge_starts_only_when_both_worst_cases_fit(
     info = await _plan(gw, chat, both * 1.001 if roomy else max(worst.values()) * 1.001)
     await gw.complete(chat, info)
     assert info.served_by is not None and info.cost_usd is not None and info.cap is not None
+    spent_hedges = len(gw._hedges._hedges)  # the hedge budget's record of hedges started
     if roomy:
-        assert info.hedged == [PRIMARY] and info.served_by.model == FALLBACK
+        assert info.hedged == [PRIMARY] and info.served_by.model == FALLBACK and spent_hedges == 1
     else:  # the primary waited out: no second call the limit could not pay for
         assert info.hedged == [] and info.served_by.model == PRIMARY
         assert FALLBACK not in requests_seen(emu) and not info.cap.left_out
+        assert spent_hedges == 0  # a hedge the limit refused takes nothing from the hedge budget
     assert info.cost_usd <= info.cap.limit_usd
 
 
