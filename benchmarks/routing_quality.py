@@ -8,7 +8,8 @@ Features of a prompt: its MiniLM embedding (the classifier's), its length and it
 RouteLLM's evaluation sets (GPT-4-1106 vs Mixtral-8x7B; MT-Bench judge scores, GSM8K and MMLU
 correctness): the predictor learns the probability that the weak model's answer is worse than the
 strong one's; the router sends the prompts it ranks highest
-to the strong model. 5-fold by prompt (MT-Bench: by question, both turns together), after dropping
+to the strong model. An MT-Bench item (question, turn) is read as the router reads a conversation:
+its last user turn. 5-fold by prompt (MT-Bench: by question, both turns together), after dropping
 RouteLLM's contaminated prompts; every prompt is scored by a model that never saw it. Each fold's
 training may borrow the same two models' pairs from the other sets (the other two RouteLLM sets and
 RouterBench's training split, where GPT-4-1106 and Mixtral-8x7B are also scored), at weight 0 or 0.2
@@ -101,7 +102,8 @@ def mt_bench() -> tuple[list[str], Array, Array, list[int]]:
         model = STRONG if "gpt-4" in j["model"] else WEAK
         scores.setdefault((j["question_id"], j["turn"]), {})[model] = float(j["score"])
     items = sorted(k for k, v in scores.items() if len(v) == 2)
-    texts = ["\n\n".join(questions[qid][:turn]) for qid, turn in items]
+    # what the router reads of a conversation (ChatCompletionRequest.routing_text): its last user turn
+    texts = [questions[qid][turn - 1] for qid, turn in items]
     keep = _drop([questions[qid][0] for qid, _ in items], _contaminated("mt_bench"))
     items = [i for i, k in zip(items, keep, strict=True) if k]
     texts = [t for t, k in zip(texts, keep, strict=True) if k]

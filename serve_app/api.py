@@ -43,6 +43,7 @@ from serve_app.errors import (
     FusionError,
     InvalidRequestError,
     MethodNotAllowedError,
+    ModelNotFoundError,
     NotFoundError,
     ProviderError,
     RateLimitError,
@@ -171,8 +172,8 @@ def create_api(
 
     add_router_routes(app, config, gateway, accountant, caller, cache)
 
-    @app.get("/v1/models", responses=error_responses(401))
-    async def list_models(request: Request) -> dict[str, Any]:
+    def model_cards(request: Request) -> list[dict[str, Any]]:
+        """The model objects the caller's key may use: the policies, the models, the aliases."""
         key = caller(request)
         created = 1_700_000_000
         data = [
@@ -187,7 +188,22 @@ def create_api(
             if target in POLICIES or key is None or key.allows(target):
                 owner = config.models[target].provider if target in config.models else "fusion-router"
                 data.append({"id": alias, "object": "model", "created": created, "owned_by": owner})
-        return {"object": "list", "data": data}
+        return data
+
+    @app.get("/v1/models", responses=error_responses(401))
+    async def list_models(request: Request) -> dict[str, Any]:
+        return {"object": "list", "data": model_cards(request)}
+
+    @app.get("/v1/models/{model:path}", responses=error_responses(401, 404))
+    async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
+        """OpenAI's retrieve: one model object, or 404 ``model_not_found`` (also for a model the
+        key may not use, as OpenAI answers for a model outside the organisation)."""
+        for card in model_cards(request):
+            if card["id"] == model:
+                return card
+        raise ModelNotFoundError(
+            f"The model '{model}' does not exist or you do not have access to it.", param="model"
+        )
 
     @app.post(
         "/v1/chat/completions",

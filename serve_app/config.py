@@ -114,7 +114,7 @@ class ProviderConfig(_Strict):
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     local: LocalLlamaConfig | None = None
-    drop_params: list[Literal["seed", "user"]] = Field(
+    drop_params: list[Literal["seed", "user", "presence_penalty", "frequency_penalty"]] = Field(
         default_factory=list,
         description="parameters this provider cannot honour that are dropped; otherwise a request "
         "that sets one is not sent to this provider",
@@ -181,12 +181,13 @@ class ProviderConfig(_Strict):
 
 
 # What each provider's API can honour of the optional parameters (serve_app/chat_types.py).
+_PENALTIES = {"presence_penalty", "frequency_penalty"}
 _HONOURED: dict[str, set[str]] = {
-    "openai": {"seed", "user"},
-    "openai_compatible": {"seed", "user"},
-    "anthropic": {"user"},  # metadata.user_id; the messages API has no seed
-    "google": {"seed"},  # generationConfig.seed; Gemini has no end-user field
-    "local_llama": {"seed"},  # both engines seed their sampler
+    "openai": {"seed", "user", *_PENALTIES},
+    "openai_compatible": {"seed", "user", *_PENALTIES},  # vLLM's server takes all four
+    "anthropic": {"user"},  # metadata.user_id; the messages API has no seed and no penalties
+    "google": {"seed", *_PENALTIES},  # generationConfig; Gemini has no end-user field
+    "local_llama": {"seed", *_PENALTIES},  # both engines seed their sampler and apply penalties
 }
 
 

@@ -71,10 +71,11 @@ IGNORED_PARAMS = (
     "metadata",
     "store",
     "service_tier",
-    "presence_penalty",
-    "frequency_penalty",
     "reasoning_effort",
 )
+# Optional parameters some providers cannot honour: a request that sets one goes only to providers
+# that can (``ProviderConfig.honours``), or that are configured to drop it. A penalty of 0 is none.
+OPTIONAL_PARAMS = ("seed", "user", "presence_penalty", "frequency_penalty")
 
 
 class ChatCompletionRequest(BaseModel):
@@ -110,7 +111,15 @@ class ChatCompletionRequest(BaseModel):
     response_format: ResponseFormatIn | None = None
     seed: int | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
+    presence_penalty: Annotated[float | None, Field(ge=-2, le=2)] = None
+    frequency_penalty: Annotated[float | None, Field(ge=-2, le=2)] = None
     fusion: FusionOptions | None = None
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _zero_is_no_penalty(cls, value: float | None) -> float | None:
+        # 0 is their default (many clients send it): it asks nothing of a provider, nor of the cache key
+        return value or None
 
     @field_validator("messages")
     @classmethod
@@ -173,6 +182,8 @@ class ChatCompletionRequest(BaseModel):
             response_format=self.response_format.to_provider() if self.response_format else None,
             seed=None if "seed" in drop else self.seed,
             user=None if "user" in drop else self.user,
+            presence_penalty=None if "presence_penalty" in drop else self.presence_penalty,
+            frequency_penalty=None if "frequency_penalty" in drop else self.frequency_penalty,
         )
 
     def needs(self) -> set[str]:
@@ -192,7 +203,7 @@ class ChatCompletionRequest(BaseModel):
 
     def parameters_set(self) -> set[str]:
         """Optional parameters a provider may be unable to honour (``ProviderConfig.drop_params``)."""
-        return {name for name in ("seed", "user") if getattr(self, name) is not None}
+        return {name for name in OPTIONAL_PARAMS if getattr(self, name) is not None}
 
     def estimated_tokens(self) -> int:
         """Prompt plus requested output, estimated before routing (4 characters a token)."""

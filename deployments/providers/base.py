@@ -89,6 +89,8 @@ class ProviderRequest:
     response_format: ResponseFormat | None = None
     seed: int | None = None
     user: str | None = None
+    presence_penalty: float | None = None  # OpenAI's meaning: -2 to 2, None (or 0) for none
+    frequency_penalty: float | None = None
 
     def system_text(self) -> str | None:
         parts = [m.content for m in self.messages if m.role == "system"]

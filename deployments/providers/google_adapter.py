@@ -63,6 +63,8 @@ class GoogleAdapter:
             top_p=request.top_p,
             stop_sequences=request.stop or None,
             seed=request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
             tools=_tools(request) or None,
             tool_config=_tool_config(request),
             response_mime_type="application/json" if fmt is not None else None,

@@ -29,6 +29,8 @@ class Sampling:
     top_p: float | None
     stop: list[str]
     seed: int | None = None  # sampling with a seed repeats; without one it draws afresh
+    presence_penalty: float = 0.0  # OpenAI's: subtracted from the logit of every token already generated
+    frequency_penalty: float = 0.0  # ... times the number of times it was generated
 
 
 @dataclass
@@ -134,7 +136,7 @@ class TransformersEngine:
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
             while len(generated) < limit and not cancel.is_set():
-                token = _sample(out.logits[0, -1], sampling, generator)
+                token = _sample(_penalised(out.logits[0, -1], generated, sampling), sampling, generator)
                 if token in self.eos_ids:
                     finish = "stop"
                     break
@@ -179,6 +181,21 @@ class TransformersEngine:
             cancel.set()
 
 
+def _penalised(logits: Any, generated: list[int], sampling: Sampling) -> Any:
+    """OpenAI's presence and frequency penalties on the logits of the tokens generated so far."""
+    if not generated or not (sampling.presence_penalty or sampling.frequency_penalty):
+        return logits
+    import torch
+
+    counts = torch.bincount(torch.tensor(generated), minlength=logits.shape[-1])[: logits.shape[-1]]
+    counts = counts.to(logits.dtype)
+    return (
+        logits
+        - counts * sampling.frequency_penalty
+        - (counts > 0).to(logits.dtype) * sampling.presence_penalty
+    )
+
+
 def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:
     import torch
 
@@ -208,6 +225,8 @@ class LocalLlamaAdapter:
             top_p=request.top_p,
             stop=list(request.stop or []),
             seed=request.seed,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:

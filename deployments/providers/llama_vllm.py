@@ -72,6 +72,8 @@ class VLLMEngine:
             top_p=sampling.top_p if sampling.top_p is not None else 1.0,
             stop=sampling.stop or None,
             seed=sampling.seed,  # None: vLLM draws afresh
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
         )
         sent = 0
         final: Any = None

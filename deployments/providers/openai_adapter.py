@@ -89,6 +89,10 @@ class OpenAIAdapter:
             params["temperature"] = request.temperature
         if request.top_p is not None:
             params["top_p"] = request.top_p
+        if request.presence_penalty is not None:
+            params["presence_penalty"] = request.presence_penalty
+        if request.frequency_penalty is not None:
+            params["frequency_penalty"] = request.frequency_penalty
         if request.stop:
             params["stop"] = request.stop
         return params

@@ -52,7 +52,7 @@ class EmulatorState:
         self.requests: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight: Counter[str] = Counter()  # the most answers in progress at once, per model
-        self.sampling: dict[str, dict[str, float]] = {}  # the last request's temperature / top_p, per model
+        self.sampling: dict[str, dict[str, float]] = {}  # the last request's sampling parameters, per model
         self.prompt_cache = PromptCache()
 
     def profile(self, model: str) -> LatencyProfile:

@@ -32,7 +32,7 @@ class Parsed:
         sampling: dict[str, float] | None = None,
     ) -> None:
         self.model = model
-        self.sampling = sampling or {}  # temperature / top_p as the request sent them
+        self.sampling = sampling or {}  # temperature, top_p, penalties as sent
         self.prompt_text = prompt_text
         self.stream = stream
         self.max_tokens = max_tokens
@@ -96,16 +96,21 @@ def _stop_list(raw: Any) -> list[str] | None:
 
 def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> dict[str, float]:
     """The sampling parameters present in ``source`` ({our name: (wire name, upper bound)}), checked
-    against the provider's ranges the way its API checks them (400 outside)."""
+    against the provider's ranges the way its API checks them (400 outside): 0 to the bound, and
+    -2 to 2 for the two penalties (OpenAI's and Gemini's range)."""
     found: dict[str, float] = {}
     for ours, (wire, high) in limits.items():
         raw = source.get(wire)
         if raw is None:
             continue
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= high:
-            raise BadRequest(f"{wire}: must be a number between 0 and {high:g}")
+        low = -high if ours in PENALTIES else 0.0
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not low <= raw <= high:
+            raise BadRequest(f"{wire}: must be a number between {low:g} and {high:g}")
         found[ours] = float(raw)
     return found
+
+
+PENALTIES = ("presence_penalty", "frequency_penalty")
 
 
 def _int_or_none(raw: Any, name: str) -> int | None:
@@ -145,7 +150,15 @@ class OpenAIProtocol:
             include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
             cache_prefix="\n".join(texts[:-1]) or None,
             tools=tools,
-            sampling=_sampling(body, {"temperature": ("temperature", 2.0), "top_p": ("top_p", 1.0)}),
+            sampling=_sampling(
+                body,
+                {
+                    "temperature": ("temperature", 2.0),
+                    "top_p": ("top_p", 1.0),
+                    "presence_penalty": ("presence_penalty", 2.0),
+                    "frequency_penalty": ("frequency_penalty", 2.0),
+                },
+            ),
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -418,7 +431,15 @@ class GeminiProtocol:
             stop=stop,
             cache_prefix="\n".join(texts[:-1]) or None,
             tools=tools,
-            sampling=_sampling(config, {"temperature": ("temperature", 2.0), "top_p": ("topP", 1.0)}),
+            sampling=_sampling(
+                config,
+                {
+                    "temperature": ("temperature", 2.0),
+                    "top_p": ("topP", 1.0),
+                    "presence_penalty": ("presencePenalty", 2.0),
+                    "frequency_penalty": ("frequencyPenalty", 2.0),
+                },
+            ),
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:

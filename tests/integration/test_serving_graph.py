@@ -169,6 +169,11 @@ def test_health_and_models(router: str) -> None:
     assert set(health["providers"]) == {"anthropic", "openai", "google", "meta"}
     assert set(health["providers"].values()) == {"emulated"}
     assert httpx.get(f"{router}/nope").status_code == 404
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+    assert client.models.retrieve("auto:quality").id == "auto:quality"
+    assert "auto" in {m.id for m in client.models.list()}
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-5")
 
 
 def test_classifier_deployment_batches_concurrent_calls(router: str) -> None:

@@ -228,6 +228,9 @@ async def test_a_key_uses_only_its_models_directly_and_routed(router: Router, em
     key = made.json()["key"]
     listed = (await router.client.get("/v1/models", headers={"x-api-key": key})).json()["data"]
     assert {m["id"] for m in listed if m["owned_by"] != "fusion-router"} == set(spec["models"])
+    one = await router.client.get("/v1/models/gpt-4o-mini", headers={"x-api-key": key})
+    assert one.status_code == 200 and one.json()["id"] == "gpt-4o-mini"
+    _error(await router.client.get("/v1/models/gpt-4.1", headers={"x-api-key": key}), 404, "model_not_found")
     async with httpx.AsyncClient() as direct:
         seen = (await direct.get(f"{emu.url}/admin/stats")).json()["requests"]
     refused = await router.chat(key, model="gpt-4.1")

@@ -95,6 +95,12 @@ async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
 async def test_models_and_health(client: httpx.AsyncClient, config: FusionConfig) -> None:
     ids = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
     assert ids[:3] == ["auto", "auto:cost", "auto:quality"] and set(config.models) <= set(ids)
+    for model in ("auto:cost", next(iter(config.models))):  # OpenAI's retrieve
+        card = (await client.get(f"/v1/models/{model}")).json()
+        assert card["id"] == model and card["object"] == "model"
+    err = _assert_envelope(await client.get("/v1/models/gpt-5"), 404)
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    _assert_envelope(await client.post("/v1/models/auto"), 405)
     health = (await client.get("/healthz")).json()
     assert health["status"] == "ok" and health["providers"] == {"openai": "emulated"}
 

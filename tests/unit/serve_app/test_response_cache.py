@@ -55,7 +55,7 @@ def test_the_key_ignores_what_does_not_change_the_answer_and_keeps_what_does() -
     base = cache_key(_chat(), "global")  # type: ignore[arg-type]
     same = [
         _chat(stream=True, stream_options={"include_usage": True}),
-        _chat(user="u-42", metadata={"trace": "x"}, store=True, presence_penalty=0.5),
+        _chat(user="u-42", metadata={"trace": "x"}, store=True, presence_penalty=0),
         parse_request({"messages": [{"content": "hi", "role": "user"}], "model": "auto"}),
     ]
     for chat in same:
@@ -64,6 +64,7 @@ def test_the_key_ignores_what_does_not_change_the_answer_and_keeps_what_does() -
         _chat(temperature=0.0),
         _chat(max_tokens=10),
         _chat(seed=1),
+        _chat(presence_penalty=0.5),
         _chat(model="auto:cost"),
         parse_request({"model": "auto", "messages": [{"role": "user", "content": "hi!"}]}),
         _chat(response_format={"type": "json_object"}),

@@ -87,6 +87,23 @@ def test_seed_and_user_reach_the_provider_unless_dropped() -> None:
     assert dropped.seed == 7 and dropped.user is None
 
 
+def test_penalties_reach_the_provider_unless_dropped_and_zero_is_none() -> None:
+    chat = parse_request(
+        {"model": "auto", "messages": USER, "presence_penalty": 1, "frequency_penalty": -0.5}
+    )
+    assert chat.parameters_set() == {"presence_penalty", "frequency_penalty"}
+    kept = chat.to_provider_request("m")
+    assert kept.presence_penalty == 1.0 and kept.frequency_penalty == -0.5
+    dropped = chat.to_provider_request("m", frozenset({"presence_penalty"}))
+    assert dropped.presence_penalty is None and dropped.frequency_penalty == -0.5
+    zero = parse_request({"model": "auto", "messages": USER, "presence_penalty": 0, "frequency_penalty": 0.0})
+    assert zero.parameters_set() == set() and zero.to_provider_request("m").presence_penalty is None
+    for bad in (2.5, -3, "1", True):
+        with pytest.raises(InvalidRequestError) as err:
+            parse_request({"model": "auto", "messages": USER, "frequency_penalty": bad})
+        assert err.value.param == "frequency_penalty"
+
+
 def test_tool_turns_need_a_model_with_tools() -> None:
     history = [
         *USER,

@@ -222,6 +222,21 @@ async def test_capabilities_steer_routing_and_name_what_is_missing(client: httpx
         "/v1/chat/completions", json={"model": "claude-sonnet-4-5", "messages": simple, "seed": 7}
     )
     assert seeded.status_code == 400 and "seed" in seeded.json()["error"]["message"]
+    # nor penalties (0, their default, is none); routed, a penalty leaves Anthropic out
+    penalised = {"messages": simple, "frequency_penalty": 0.5}
+    r = await client.post("/v1/chat/completions", json={"model": "claude-sonnet-4-5", **penalised})
+    assert r.status_code == 400 and "frequency_penalty" in r.json()["error"]["message"]
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "claude-sonnet-4-5", **penalised, "frequency_penalty": 0}
+    )
+    assert r.status_code == 200
+    unpenalised = await client.post(
+        "/v1/chat/completions", json={"model": "auto:quality", "messages": simple}
+    )
+    assert any(c.startswith("claude") for c in unpenalised.json()["fusion"]["candidates"])
+    r = await client.post("/v1/chat/completions", json={"model": "auto:quality", **penalised})
+    assert r.status_code == 200 and r.json()["fusion"]["provider"] != "anthropic"
+    assert not any(c.startswith("claude") for c in r.json()["fusion"]["candidates"])
     too_long = await client.post(
         "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": simple, "max_tokens": 50_000}
     )

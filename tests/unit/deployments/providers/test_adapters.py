@@ -146,6 +146,12 @@ async def test_sampling_parameters_reach_the_wire(emu: EmulatorServer, case: Cas
     assert sampling_seen(emu, case.model) == expected
     await _drain(adapter.stream(_request(case, temperature=0.0)))
     assert sampling_seen(emu, case.model) == {"temperature": 0.0}
+    if case.kind != "anthropic":  # Anthropic has no penalties: the router never sends it one
+        penalties = {"presence_penalty": -1.5, "frequency_penalty": 0.5}
+        await adapter.complete(_request(case, **penalties))
+        assert sampling_seen(emu, case.model) == penalties
+        await _drain(adapter.stream(_request(case, **penalties)))
+        assert sampling_seen(emu, case.model) == penalties
     await adapter.aclose()
 
 

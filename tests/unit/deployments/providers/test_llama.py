@@ -11,8 +11,10 @@ import pytest
 from deployments.providers.base import ChatMessage, ProviderRequest, StreamDelta
 from deployments.providers.llama_engine import (
     LocalLlamaAdapter,
+    Sampling,
     StopMatcher,
     TransformersEngine,
+    _penalised,
     build_local_adapter,
 )
 from deployments.providers.llama_models import resolve_model_dir
@@ -117,3 +119,31 @@ def test_vllm_engine_is_imported_only_when_configured() -> None:
 
     assert "vllm" not in sys.modules
     assert "deployments.providers.llama_vllm" not in sys.modules
+
+
+def test_penalties_lower_the_logits_of_tokens_already_generated() -> None:
+    import torch
+
+    sampling = Sampling(
+        max_tokens=1, temperature=None, top_p=None, stop=[], presence_penalty=0.5, frequency_penalty=0.25
+    )
+    logits = torch.zeros(5)
+    assert _penalised(logits, [1, 1, 3], sampling).tolist() == [0.0, -1.0, 0.0, -0.75, 0.0]
+    assert _penalised(logits, [], sampling) is logits
+    none = Sampling(max_tokens=1, temperature=None, top_p=None, stop=[])
+    assert _penalised(logits, [1, 1, 3], none) is logits
+
+
+async def test_penalties_steer_the_answer_away_from_repeats(adapter: LocalLlamaAdapter) -> None:
+    engine = adapter.engine
+    assert isinstance(engine, TransformersEngine)
+
+    def distinct(text: str) -> int:
+        return len(set(engine.tokenizer.encode(text, add_special_tokens=False)))
+
+    plain = await adapter.complete(_req(max_tokens=20))
+    penalised = await adapter.complete(_req(max_tokens=20, presence_penalty=2.0, frequency_penalty=2.0))
+    assert plain.usage.output_tokens == 20 and distinct(plain.text) < 20  # greedy on random weights repeats
+    assert distinct(penalised.text) > distinct(plain.text)
+    negative = await adapter.complete(_req(max_tokens=20, presence_penalty=-2.0))
+    assert distinct(negative.text) <= distinct(plain.text)
