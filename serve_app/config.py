@@ -200,6 +200,11 @@ class ModelCapabilities(_Strict):
     vision: bool = False
     image_urls: bool = Field(default=True, description="images by URL, not only base64 data")
     max_output_tokens: int | None = Field(default=None, ge=1)
+    reasoning: bool = Field(
+        default=False,
+        description="thinks before answering: a request's reasoning_effort sets how much (a hint, "
+        "dropped for models without it)",
+    )
 
 
 class ModelPrice(_Strict):

@@ -184,7 +184,12 @@ class Gateway:
     # -- one call, with its outcome fed to the breakers ---------------------------------------------
 
     def _drop(self, candidate: Candidate) -> frozenset[str]:
-        return frozenset(self.config.providers[candidate.provider].drop_params)
+        """The request's parameters this candidate does not get: its provider's drop_params, and
+        reasoning_effort where the model does not reason (a hint, as OpenRouter treats it)."""
+        drop: set[str] = set(self.config.providers[candidate.provider].drop_params)
+        if not self.config.models[candidate.model].capabilities.reasoning:
+            drop.add("reasoning_effort")
+        return frozenset(drop)
 
     def _key(self, candidate: Candidate) -> tuple[str, str]:
         return (candidate.provider, candidate.model)

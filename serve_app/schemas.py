@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from deployments.providers.base import ProviderRequest, ToolCall, Usage
+from deployments.providers.base import ProviderRequest, ReasoningEffort, ToolCall, Usage
 from serve_app.chat_types import (
     IMAGE_TOKENS_ESTIMATE,
     Message,
@@ -71,7 +71,6 @@ IGNORED_PARAMS = (
     "metadata",
     "store",
     "service_tier",
-    "reasoning_effort",
 )
 # Optional parameters some providers cannot honour: a request that sets one goes only to providers
 # that can (``ProviderConfig.honours``), or that are configured to drop it. A penalty of 0 is none.
@@ -113,6 +112,7 @@ class ChatCompletionRequest(BaseModel):
     user: Annotated[str, Field(max_length=256)] | None = None
     presence_penalty: Annotated[float | None, Field(ge=-2, le=2)] = None
     frequency_penalty: Annotated[float | None, Field(ge=-2, le=2)] = None
+    reasoning_effort: ReasoningEffort | None = None
     fusion: FusionOptions | None = None
 
     @field_validator("presence_penalty", "frequency_penalty")
@@ -184,6 +184,7 @@ class ChatCompletionRequest(BaseModel):
             user=None if "user" in drop else self.user,
             presence_penalty=None if "presence_penalty" in drop else self.presence_penalty,
             frequency_penalty=None if "frequency_penalty" in drop else self.frequency_penalty,
+            reasoning_effort=None if "reasoning_effort" in drop else self.reasoning_effort,
         )
 
     def needs(self) -> set[str]:

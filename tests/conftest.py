@@ -61,9 +61,10 @@ def requests_seen(emulator: EmulatorServer) -> dict[str, int]:
     return counts
 
 
-def sampling_seen(emulator: EmulatorServer, model: str) -> dict[str, float]:
-    """The temperature / top_p of the last request the emulator took for ``model``."""
-    seen: dict[str, float] = httpx.get(f"{emulator.url}/admin/stats").json()["sampling"][model]
+def sampling_seen(emulator: EmulatorServer, model: str) -> dict[str, float | str]:
+    """The sampling parameters (temperature, top_p, penalties, reasoning effort or thinking budget)
+    of the last request the emulator took for ``model``."""
+    seen: dict[str, float | str] = httpx.get(f"{emulator.url}/admin/stats").json()["sampling"][model]
     return seen
 
 

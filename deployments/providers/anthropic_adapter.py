@@ -76,6 +76,7 @@ class AnthropicAdapter:
             params["extra_body"] = sampling
         if request.stop:
             params["stop_sequences"] = request.stop
+        params.update(wire.thinking_params(request, DEFAULT_MAX_TOKENS))  # thinking and its max_tokens
         return params
 
     async def complete(self, request: ProviderRequest) -> Completion:

@@ -8,7 +8,9 @@ dicts, no SDK (``anthropic_adapter.py`` sends them).
 - tools -> ``tools`` with ``input_schema``; tool_choice auto / none / required / a function ->
   ``auto`` / ``none`` / ``any`` / ``tool``; parallel_tool_calls false -> disable_parallel_tool_use;
 - structured output has no native switch: it is one forced tool whose input schema is the
-  requested schema, and the tool's input is the answer's text (``FORMAT_TOOL``).
+  requested schema, and the tool's input is the answer's text (``FORMAT_TOOL``);
+- reasoning_effort -> extended thinking with a budget per effort (``thinking_params``); the
+  thinking blocks of the answer are not passed on (OpenAI's chat shape has no place for them).
 """
 
 from __future__ import annotations
@@ -100,3 +102,39 @@ def tool_params(request: ProviderRequest) -> dict[str, Any]:
     if request.parallel_tool_calls is False and choice["type"] != "none":
         choice["disable_parallel_tool_use"] = True
     return {"tools": tools, "tool_choice": choice}
+
+
+# Extended thinking for reasoning_effort: the thinking budget per effort (Anthropic's least is 1024).
+THINKING_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+MIN_THINKING = 1024
+
+
+def thinking_params(request: ProviderRequest, default_max_tokens: int) -> dict[str, Any]:
+    """``thinking`` and ``max_tokens`` for a request's reasoning_effort, or {} where Anthropic
+    cannot think under the request's other settings: a temperature other than 1, top_p under 0.95,
+    a forced tool (tool_choice required or named, or structured output, which is a forced tool), or
+    tool turns in the conversation (their signed thinking blocks cannot be sent back through
+    OpenAI's shape). Without max_tokens the answer keeps ``default_max_tokens`` beside the budget;
+    with it, thinking takes at most half of it."""
+    effort = request.reasoning_effort
+    if effort is None:
+        return {}
+    forced = request.tool_choice == "required" or request.tool_choice_function is not None
+    tool_turns = any(m.role == "tool" or m.tool_calls for m in request.messages)
+    if (
+        (request.temperature is not None and request.temperature != 1)
+        or (request.top_p is not None and request.top_p < 0.95)
+        or forced
+        or request.response_format is not None
+        or tool_turns
+    ):
+        return {}
+    budget = THINKING_BUDGET[effort]
+    if request.max_tokens is None:
+        max_tokens = budget + default_max_tokens
+    else:
+        max_tokens = request.max_tokens
+        budget = min(budget, max_tokens // 2)
+        if budget < MIN_THINKING:
+            return {}
+    return {"thinking": {"type": "enabled", "budget_tokens": budget}, "max_tokens": max_tokens}

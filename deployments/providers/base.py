@@ -72,6 +72,7 @@ class ResponseFormat:
 
 
 ToolChoice = Literal["auto", "none", "required"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ProviderRequest:
     user: str | None = None
     presence_penalty: float | None = None  # OpenAI's meaning: -2 to 2, None (or 0) for none
     frequency_penalty: float | None = None
+    reasoning_effort: ReasoningEffort | None = None  # only for models with the reasoning capability
 
     def system_text(self) -> str | None:
         parts = [m.content for m in self.messages if m.role == "system"]

@@ -33,6 +33,21 @@ from serve_app.errors import (
     provider_error_for_status,
 )
 
+# reasoning_effort -> Gemini's thinking budget in tokens (2.5 Pro takes 128 to 32,768 and always thinks)
+THINKING_BUDGET = {"minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+MIN_THINKING = 128
+
+
+def _thinking(request: ProviderRequest) -> genai_types.ThinkingConfig | None:
+    """The thinking budget for the request's reasoning_effort; with max_tokens (which thinking
+    counts against) at most half of it, so that the answer keeps the rest."""
+    if request.reasoning_effort is None:
+        return None
+    budget = THINKING_BUDGET[request.reasoning_effort]
+    if request.max_tokens is not None:
+        budget = max(MIN_THINKING, min(budget, request.max_tokens // 2))
+    return genai_types.ThinkingConfig(thinking_budget=budget)
+
 
 class GoogleAdapter:
     def __init__(self, provider: str, endpoint: Endpoint) -> None:
@@ -65,6 +80,7 @@ class GoogleAdapter:
             seed=request.seed,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
+            thinking_config=_thinking(request),
             tools=_tools(request) or None,
             tool_config=_tool_config(request),
             response_mime_type="application/json" if fmt is not None else None,

@@ -93,6 +93,8 @@ class OpenAIAdapter:
             params["presence_penalty"] = request.presence_penalty
         if request.frequency_penalty is not None:
             params["frequency_penalty"] = request.frequency_penalty
+        if request.reasoning_effort is not None:  # o-series, gpt-5 and the like (capabilities.reasoning)
+            params["reasoning_effort"] = request.reasoning_effort
         if request.stop:
             params["stop"] = request.stop
         return params

@@ -52,7 +52,9 @@ class EmulatorState:
         self.requests: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight: Counter[str] = Counter()  # the most answers in progress at once, per model
-        self.sampling: dict[str, dict[str, float]] = {}  # the last request's sampling parameters, per model
+        self.sampling: dict[
+            str, dict[str, float | str]
+        ] = {}  # the last request's sampling parameters, per model
         self.prompt_cache = PromptCache()
 
     def profile(self, model: str) -> LatencyProfile:
@@ -98,6 +100,7 @@ async def _handle(
     answer = compose_answer(
         parsed.model, parsed.prompt_text, profile=profile, max_tokens=parsed.max_tokens, stop=parsed.stop
     )
+    answer.reasoning_tokens = max(answer.reasoning_tokens, parsed.thinking_tokens)
     state.prompt_cache.apply(answer, parsed.model, parsed.cache_prefix, parsed.explicit_cache)
     answer.use_tools(parsed.tools, parsed.model, parsed.prompt_text)
     pacer = Pacer(profile, state.latency_scale)

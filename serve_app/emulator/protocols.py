@@ -29,10 +29,12 @@ class Parsed:
         cache_prefix: str | None = None,
         explicit_cache: bool = False,
         tools: ToolRequest | None = None,
-        sampling: dict[str, float] | None = None,
+        sampling: dict[str, float | str] | None = None,
+        thinking_tokens: int = 0,
     ) -> None:
         self.model = model
-        self.sampling = sampling or {}  # temperature, top_p, penalties as sent
+        self.sampling = sampling or {}  # temperature, top_p, penalties, reasoning as sent
+        self.thinking_tokens = thinking_tokens  # what the emulated model thinks (billed as output)
         self.prompt_text = prompt_text
         self.stream = stream
         self.max_tokens = max_tokens
@@ -94,11 +96,11 @@ def _stop_list(raw: Any) -> list[str] | None:
     raise BadRequest("stop must be a string or a list of strings")
 
 
-def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> dict[str, float]:
+def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> dict[str, float | str]:
     """The sampling parameters present in ``source`` ({our name: (wire name, upper bound)}), checked
     against the provider's ranges the way its API checks them (400 outside): 0 to the bound, and
     -2 to 2 for the two penalties (OpenAI's and Gemini's range)."""
-    found: dict[str, float] = {}
+    found: dict[str, float | str] = {}
     for ours, (wire, high) in limits.items():
         raw = source.get(wire)
         if raw is None:
@@ -111,6 +113,58 @@ def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> d
 
 
 PENALTIES = ("presence_penalty", "frequency_penalty")
+# What an emulated model thinks for a reasoning effort or a thinking budget (a small share of it)
+EFFORT_THINKING = {"none": 0, "minimal": 8, "low": 32, "medium": 64, "high": 128, "xhigh": 256}
+
+
+def _budget_thinking(budget: int) -> int:
+    return max(0, min(budget // 16, 256))
+
+
+def _openai_reasoning(body: dict[str, Any]) -> tuple[dict[str, float | str], int]:
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return {}, 0
+    if effort not in EFFORT_THINKING:
+        raise BadRequest(f"reasoning_effort: Invalid value '{effort}'")
+    return {"reasoning_effort": effort}, EFFORT_THINKING[effort]
+
+
+def _anthropic_thinking(body: dict[str, Any], max_tokens: int) -> tuple[dict[str, float | str], int]:
+    """Extended thinking, checked as the messages API checks it."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return {}, 0
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+        raise BadRequest("thinking: type must be 'enabled' or 'disabled'")
+    if thinking["type"] == "disabled":
+        return {}, 0
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    if budget >= max_tokens:
+        raise BadRequest("`max_tokens` must be greater than `thinking.budget_tokens`")
+    if body.get("temperature") not in (None, 1, 1.0):
+        raise BadRequest("`temperature` may only be set to 1 when thinking is enabled")
+    top_p = body.get("top_p")
+    if isinstance(top_p, int | float) and top_p < 0.95:
+        raise BadRequest("`top_p` must be greater than or equal to 0.95 when thinking is enabled")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        raise BadRequest("Thinking may not be enabled when tool_choice forces tool use.")
+    return {"thinking_budget": float(budget)}, _budget_thinking(budget)
+
+
+def _gemini_thinking(config: dict[str, Any]) -> tuple[dict[str, float | str], int]:
+    thinking = config.get("thinkingConfig") or config.get("thinking_config")
+    if not isinstance(thinking, dict):
+        return {}, 0
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+    if budget is None:
+        return {}, 0
+    if isinstance(budget, bool) or not isinstance(budget, int) or not -1 <= budget <= 32768:
+        raise BadRequest("thinkingBudget: must be an integer from -1 (dynamic) to 32768")
+    return {"thinking_budget": float(budget)}, _budget_thinking(budget if budget >= 0 else 8192)
 
 
 def _int_or_none(raw: Any, name: str) -> int | None:
@@ -141,6 +195,7 @@ class OpenAIProtocol:
             tools = tool_wire.openai_request(body)
         except tool_wire.WireError as exc:
             raise BadRequest(str(exc)) from None
+        reasoning, thinking_tokens = _openai_reasoning(body)
         return Parsed(
             model,
             text,
@@ -158,7 +213,9 @@ class OpenAIProtocol:
                     "presence_penalty": ("presence_penalty", 2.0),
                     "frequency_penalty": ("frequency_penalty", 2.0),
                 },
-            ),
+            )
+            | reasoning,
+            thinking_tokens=thinking_tokens,
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -273,6 +330,7 @@ class AnthropicProtocol:
             tools = tool_wire.anthropic_request(body)
         except tool_wire.WireError as exc:
             raise BadRequest(str(exc)) from None
+        thinking, thinking_tokens = _anthropic_thinking(body, max_tokens)
         return Parsed(
             model,
             "\n".join(t for t, _ in blocks),
@@ -282,7 +340,9 @@ class AnthropicProtocol:
             cache_prefix=prefix,
             explicit_cache=True,
             tools=tools,
-            sampling=_sampling(body, {"temperature": ("temperature", 1.0), "top_p": ("top_p", 1.0)}),
+            sampling=_sampling(body, {"temperature": ("temperature", 1.0), "top_p": ("top_p", 1.0)})
+            | thinking,
+            thinking_tokens=thinking_tokens,
         )
 
     @staticmethod
@@ -423,6 +483,7 @@ class GeminiProtocol:
             tools = tool_wire.gemini_request(body)
         except (tool_wire.WireError, KeyError, TypeError) as exc:
             raise BadRequest(f"invalid tools: {exc}") from None
+        thinking, thinking_tokens = _gemini_thinking(config)
         return Parsed(
             model_from_path,
             "\n".join(texts),
@@ -439,7 +500,9 @@ class GeminiProtocol:
                     "presence_penalty": ("presencePenalty", 2.0),
                     "frequency_penalty": ("frequencyPenalty", 2.0),
                 },
-            ),
+            )
+            | thinking,
+            thinking_tokens=thinking_tokens,
         )
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def test_the_key_ignores_what_does_not_change_the_answer_and_keeps_what_does() -
         _chat(max_tokens=10),
         _chat(seed=1),
         _chat(presence_penalty=0.5),
+        _chat(reasoning_effort="high"),
         _chat(model="auto:cost"),
         parse_request({"model": "auto", "messages": [{"role": "user", "content": "hi!"}]}),
         _chat(response_format={"type": "json_object"}),

@@ -14,6 +14,7 @@ import pytest
 from serve_app.api import create_api
 from serve_app.config import FusionConfig
 from serve_app.emulator import EmulatorServer
+from tests.conftest import sampling_seen
 from tests.unit.serve_app.inprocess import emulated_config, inprocess_gateway
 
 MODELS = ["gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-pro"]
@@ -276,3 +277,27 @@ async def test_malformed_tool_requests_are_400(
 ) -> None:
     r = await client.post("/v1/chat/completions", json={"model": "gpt-4.1", "messages": ASK, **body})
     assert r.status_code == 400 and fragment in r.json()["error"]["message"], r.text
+
+
+async def test_reasoning_effort_goes_to_models_that_reason_and_is_dropped_for_the_rest(
+    client: httpx.AsyncClient, emu: EmulatorServer
+) -> None:
+    """A hint, as OpenRouter treats it: models with capabilities.reasoning get a thinking budget
+    (and bill it), the rest answer as they would without it; never a 400 for it."""
+    for model, provider_model in (("gpt-4.1", "gpt-4.1"), ("llama-3.1-8b-instruct", None)):
+        body = await _chat(client, model=model, messages=ASK, reasoning_effort="high")
+        assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+        if provider_model:
+            assert "reasoning_effort" not in sampling_seen(emu, provider_model)
+    gemini = await _chat(client, model="gemini-2.5-pro", messages=ASK, reasoning_effort="medium")
+    assert sampling_seen(emu, "gemini-2.5-pro") == {"thinking_budget": 8192.0}
+    assert gemini["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
+    streamed = await _chat(
+        client, model="claude-sonnet-4-5", messages=ASK, reasoning_effort="low", stream=True
+    )
+    assert streamed["choices"][0]["message"]["content"]
+    assert sampling_seen(emu, "claude-sonnet-4-5") == {"thinking_budget": 2048.0}
+    bad = await client.post(
+        "/v1/chat/completions", json={"model": "auto", "messages": ASK, "reasoning_effort": "max"}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "reasoning_effort"

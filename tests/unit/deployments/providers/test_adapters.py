@@ -9,7 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.providers.base import ChatMessage, Endpoint, ProviderAdapter, ProviderRequest, StreamDelta
+from deployments.providers.base import (
+    ChatMessage,
+    Endpoint,
+    ProviderAdapter,
+    ProviderRequest,
+    ResponseFormat,
+    StreamDelta,
+    Tool,
+    ToolCall,
+)
 from deployments.providers.registry import make_adapter
 from serve_app.emulator import EmulatorServer
 from serve_app.emulator.engine import DEFAULT_PROFILES, FALLBACK_PROFILE
@@ -152,6 +161,65 @@ async def test_sampling_parameters_reach_the_wire(emu: EmulatorServer, case: Cas
         assert sampling_seen(emu, case.model) == penalties
         await _drain(adapter.stream(_request(case, **penalties)))
         assert sampling_seen(emu, case.model) == penalties
+    await adapter.aclose()
+
+
+# reasoning_effort "high" on each wire: OpenAI's own field; Gemini's thinking budget (at most half of
+# max_tokens, which thinking counts against); Anthropic's extended thinking (max_tokens raised
+# above the budget when the request sets none, else thinking takes at most half of it)
+HIGH = {
+    "openai": ({"reasoning_effort": "high"}, {"reasoning_effort": "high"}),
+    "openai_compatible": ({"reasoning_effort": "high"}, {"reasoning_effort": "high"}),
+    "google": ({"thinking_budget": 24576.0}, {"thinking_budget": 2000.0}),
+    "anthropic": ({"thinking_budget": 16384.0}, {"thinking_budget": 2000.0}),
+}
+
+
+async def test_reasoning_effort_reaches_the_wire_and_its_thinking_is_billed(
+    emu: EmulatorServer, case: Case
+) -> None:
+    adapter = _adapter(emu.url, case)
+    plain = await adapter.complete(_request(case))
+    assert plain.usage.reasoning_tokens == 0 and "thinking_budget" not in sampling_seen(emu, case.model)
+    unbounded, bounded = HIGH[case.kind]
+    done = await adapter.complete(_request(case, reasoning_effort="high"))
+    assert sampling_seen(emu, case.model) == unbounded
+    assert done.usage.output_tokens > plain.usage.output_tokens  # the emulated thinking, billed
+    if case.kind != "anthropic":  # Anthropic folds thinking into output_tokens
+        assert done.usage.reasoning_tokens > 0
+    deltas = await _drain(adapter.stream(_request(case, reasoning_effort="high", max_tokens=4000)))
+    assert sampling_seen(emu, case.model) == bounded
+    assert "".join(d.text for d in deltas) and deltas[-1].usage is not None
+    await adapter.aclose()
+
+
+async def test_anthropic_thinks_only_where_its_api_allows(emu: EmulatorServer) -> None:
+    """Anthropic refuses thinking beside a temperature other than 1, a forced tool, or max_tokens
+    too small for its least budget: those requests go without thinking, not to a 400."""
+    case = CASES[1]
+    adapter = _adapter(emu.url, case)
+    tool = Tool("f", "", {"type": "object", "properties": {}})
+    for kw in (
+        {"temperature": 0.5},
+        {"top_p": 0.5},
+        {"max_tokens": 1500},
+        {"tools": (tool,), "tool_choice": "required"},
+        {"response_format": ResponseFormat("json_object")},
+    ):
+        await adapter.complete(_request(case, reasoning_effort="low", **kw))
+        assert "thinking_budget" not in sampling_seen(emu, case.model), kw
+    # a conversation with tool turns: Claude's signed thinking blocks of the earlier turn are not kept
+    call = ToolCall("call_1", "f", "{}")
+    turns = [
+        ChatMessage("user", "call f"),
+        ChatMessage("assistant", "", tool_calls=(call,)),
+        ChatMessage("tool", "42", tool_call_id="call_1", name="f"),
+    ]
+    request = ProviderRequest(model=case.model, messages=turns, tools=(tool,), reasoning_effort="low")
+    await adapter.complete(request)
+    assert "thinking_budget" not in sampling_seen(emu, case.model)
+    await adapter.complete(_request(case, reasoning_effort="low", temperature=1.0, top_p=0.97))
+    assert sampling_seen(emu, case.model)["thinking_budget"] == 2048.0
     await adapter.aclose()
 
 

@@ -275,7 +275,8 @@ async def test_stats_count_the_most_answers_in_progress_at_once(emu: EmulatorSer
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
     async with httpx.AsyncClient(base_url=emu.url) as client:
         await client.put("/admin/latency_scale", json={"scale": 1.0})
-        await client.put("/admin/profiles/gpt-4o-mini", json={"ttft_ms": 200, "tokens_per_s": 1e6})
+        # long enough that the three overlap even on a busy machine (200 ms once did not)
+        await client.put("/admin/profiles/gpt-4o-mini", json={"ttft_ms": 1000, "tokens_per_s": 1e6})
         answers = await asyncio.gather(
             *(client.post("/openai/v1/chat/completions", json=body) for _ in range(3))
         )
