@@ -11,7 +11,15 @@ import json
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from deployments.providers.base import ProviderRequest, ReasoningEffort, ToolCall, Usage
 from serve_app.chat_types import (
@@ -55,6 +63,39 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+def _asks_nothing(key: str, value: Any) -> bool:
+    """An unsupported parameter at a value that asks for nothing (what many clients send by
+    default): absent or null, false, empty, ``top_logprobs: 0``, ``modalities: ["text"]``."""
+    if value is None or value is False or value == [] or value == {}:
+        return True
+    return (key == "top_logprobs" and value == 0) or (key == "modalities" and value == ["text"])
+
+
+def _document_extras(schema: dict[str, Any]) -> None:
+    """The request's schema names the parameters accepted without effect and the unsupported ones
+    at the values that ask nothing; any other property is refused."""
+    properties = schema.setdefault("properties", {})
+    for name in IGNORED_PARAMS:
+        properties[name] = {"description": "accepted without effect"}
+    nothing: list[dict[str, Any]] = [
+        {"type": "null"},
+        {"const": False},
+        {"type": "array", "maxItems": 0},
+        {"type": "object", "maxProperties": 0},
+    ]
+    for name in _UNSUPPORTED:
+        values = list(nothing)
+        if name == "top_logprobs":
+            values.append({"const": 0})
+        if name == "modalities":
+            values.append({"const": ["text"]})
+        properties[name] = {
+            "description": "not supported yet: only a value that asks nothing",
+            "anyOf": values,
+        }
+    schema["additionalProperties"] = False
+
+
 # Accepted by OpenAI, not honoured by the router yet: a request that sets them is refused (400).
 _UNSUPPORTED = (
     "functions",  # deprecated by OpenAI for tools
@@ -80,7 +121,7 @@ OPTIONAL_PARAMS = ("seed", "user", "presence_penalty", "frequency_penalty")
 class ChatCompletionRequest(BaseModel):
     # extra="allow" so that OpenAI parameters the router does not take yet get their own 400 message;
     # any other argument is refused too (_refuse_unsupported), as the schema says
-    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"additionalProperties": False})
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_document_extras)
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
     messages: Annotated[
@@ -96,14 +137,14 @@ class ChatCompletionRequest(BaseModel):
             },
         ),
     ]
-    stream: bool = False
+    stream: Annotated[bool, Field(json_schema_extra={"type": ["boolean", "null"]})] = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     max_completion_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     temperature: Annotated[float | None, Field(ge=0, le=2)] = None
     top_p: Annotated[float | None, Field(ge=0, le=1)] = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
+    n: Annotated[int, Field(ge=1, le=1, json_schema_extra={"type": ["integer", "null"]})] = 1
     tools: Annotated[list[ToolSpec], Field(max_length=128)] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -141,12 +182,21 @@ class ChatCompletionRequest(BaseModel):
                 )
         return messages
 
+    @field_validator("stream", "n", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # OpenAI takes null for these (clients that pass every argument send it): their default
+        if value is None:
+            return False if info.field_name == "stream" else 1
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsupported(self) -> ChatCompletionRequest:
         extra = self.model_extra or {}
         for key in _UNSUPPORTED:
-            if extra.get(key) is not None:
+            if not _asks_nothing(key, extra.get(key)):
                 raise UnsupportedParameterError(f"'{key}' is not supported by Fusion Router yet", param=key)
+            extra.pop(key, None)  # asked nothing: as if absent (the cache key, the hops)
         names = [t.function.name for t in self.tools or ()]
         if self.tool_choice is not None and not names and self.tool_choice != "none":
             raise InvalidRequestError("tool_choice is set but no tools are given.", param="tool_choice")

@@ -52,6 +52,35 @@ def test_unsupported_parameters_are_refused_not_dropped() -> None:
     assert parse_request({"model": "auto", "messages": USER, "response_format": {"type": "text"}})
 
 
+def test_defaults_that_ask_nothing_are_accepted_as_if_absent() -> None:
+    """What clients that pass every argument send: null for stream and n, and the unsupported
+    parameters at values that ask for nothing; any other value of those is still refused."""
+    neutral: dict[str, Any] = {
+        "stream": None,
+        "n": None,
+        "logprobs": False,
+        "top_logprobs": 0,
+        "logit_bias": {},
+        "functions": [],
+        "modalities": ["text"],
+        "audio": None,
+    }
+    chat = parse_request({"model": "auto", "messages": USER, **neutral})
+    assert chat.stream is False and chat.n == 1
+    assert chat.model_dump(exclude_none=True) == parse_request(
+        {"model": "auto", "messages": USER}
+    ).model_dump(exclude_none=True)
+    for key, value in (
+        ("logprobs", True),
+        ("top_logprobs", 2),
+        ("modalities", ["text", "audio"]),
+        ("logit_bias", {"1": 1}),
+    ):
+        with pytest.raises(UnsupportedParameterError) as info:
+            parse_request({"model": "auto", "messages": USER, key: value})
+        assert info.value.param == key
+
+
 def test_to_provider_request_maps_fields() -> None:
     chat = parse_request(
         {
