@@ -153,7 +153,7 @@ class ChatCompletionRequest(BaseModel):
     user: Annotated[str, Field(max_length=256)] | None = None
     presence_penalty: Annotated[float | None, Field(ge=-2, le=2)] = None
     frequency_penalty: Annotated[float | None, Field(ge=-2, le=2)] = None
-    reasoning_effort: ReasoningEffort | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     fusion: FusionOptions | None = None
 
     @field_validator("presence_penalty", "frequency_penalty")
@@ -181,6 +181,15 @@ class ChatCompletionRequest(BaseModel):
                     "assistant message's tool_calls made"
                 )
         return messages
+
+    @field_validator("reasoning_effort")
+    @classmethod
+    def _none_effort_asks_nothing(cls, value: str | None) -> str | None:
+        return None if value == "none" else value  # no reasoning asked: as if absent
+
+    def effort(self) -> ReasoningEffort | None:
+        """The reasoning asked for ("none" was taken as absent when the request was read)."""
+        return None if self.reasoning_effort == "none" else self.reasoning_effort
 
     @field_validator("stream", "n", mode="before")
     @classmethod
@@ -234,7 +243,7 @@ class ChatCompletionRequest(BaseModel):
             user=None if "user" in drop else self.user,
             presence_penalty=None if "presence_penalty" in drop else self.presence_penalty,
             frequency_penalty=None if "frequency_penalty" in drop else self.frequency_penalty,
-            reasoning_effort=None if "reasoning_effort" in drop else self.reasoning_effort,
+            reasoning_effort=None if "reasoning_effort" in drop else self.effort(),
         )
 
     def needs(self) -> set[str]:

@@ -105,7 +105,7 @@ def tool_params(request: ProviderRequest) -> dict[str, Any]:
 
 
 # Extended thinking for reasoning_effort: the thinking budget per effort (Anthropic's least is 1024).
-THINKING_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+THINKING_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
 MIN_THINKING = 1024
 
 

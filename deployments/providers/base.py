@@ -72,7 +72,7 @@ class ResponseFormat:
 
 
 ToolChoice = Literal["auto", "none", "required"]
-ReasoningEffort = Literal["minimal", "low", "medium", "high"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
 
 
 @dataclass(frozen=True)

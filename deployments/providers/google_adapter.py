@@ -34,7 +34,7 @@ from serve_app.errors import (
 )
 
 # reasoning_effort -> Gemini's thinking budget in tokens (2.5 Pro takes 128 to 32,768 and always thinks)
-THINKING_BUDGET = {"minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+THINKING_BUDGET = {"minimal": 128, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 MIN_THINKING = 128
 
 

@@ -52,9 +52,8 @@ class EmulatorState:
         self.requests: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight: Counter[str] = Counter()  # the most answers in progress at once, per model
-        self.sampling: dict[
-            str, dict[str, float | str]
-        ] = {}  # the last request's sampling parameters, per model
+        # the last request's sampling parameters (reasoning effort or thinking budget too), per model
+        self.sampling: dict[str, dict[str, float | str]] = {}
         self.prompt_cache = PromptCache()
 
     def profile(self, model: str) -> LatencyProfile:

@@ -113,6 +113,17 @@ def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> d
 
 
 PENALTIES = ("presence_penalty", "frequency_penalty")
+# Each protocol's sampling parameters: our name -> (its wire name, the upper bound of its range)
+OPENAI_SAMPLING = {"temperature": ("temperature", 2.0), "top_p": ("top_p", 1.0)} | {
+    p: (p, 2.0) for p in PENALTIES
+}
+ANTHROPIC_SAMPLING = {"temperature": ("temperature", 1.0), "top_p": ("top_p", 1.0)}
+GEMINI_SAMPLING = {
+    "temperature": ("temperature", 2.0),
+    "top_p": ("topP", 1.0),
+    "presence_penalty": ("presencePenalty", 2.0),
+    "frequency_penalty": ("frequencyPenalty", 2.0),
+}
 # What an emulated model thinks for a reasoning effort or a thinking budget (a small share of it)
 EFFORT_THINKING = {"none": 0, "minimal": 8, "low": 32, "medium": 64, "high": 128, "xhigh": 256}
 
@@ -205,16 +216,7 @@ class OpenAIProtocol:
             include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False,
             cache_prefix="\n".join(texts[:-1]) or None,
             tools=tools,
-            sampling=_sampling(
-                body,
-                {
-                    "temperature": ("temperature", 2.0),
-                    "top_p": ("top_p", 1.0),
-                    "presence_penalty": ("presence_penalty", 2.0),
-                    "frequency_penalty": ("frequency_penalty", 2.0),
-                },
-            )
-            | reasoning,
+            sampling=_sampling(body, OPENAI_SAMPLING) | reasoning,
             thinking_tokens=thinking_tokens,
         )
 
@@ -340,8 +342,7 @@ class AnthropicProtocol:
             cache_prefix=prefix,
             explicit_cache=True,
             tools=tools,
-            sampling=_sampling(body, {"temperature": ("temperature", 1.0), "top_p": ("top_p", 1.0)})
-            | thinking,
+            sampling=_sampling(body, ANTHROPIC_SAMPLING) | thinking,
             thinking_tokens=thinking_tokens,
         )
 
@@ -492,16 +493,7 @@ class GeminiProtocol:
             stop=stop,
             cache_prefix="\n".join(texts[:-1]) or None,
             tools=tools,
-            sampling=_sampling(
-                config,
-                {
-                    "temperature": ("temperature", 2.0),
-                    "top_p": ("topP", 1.0),
-                    "presence_penalty": ("presencePenalty", 2.0),
-                    "frequency_penalty": ("frequencyPenalty", 2.0),
-                },
-            )
-            | thinking,
+            sampling=_sampling(config, GEMINI_SAMPLING) | thinking,
             thinking_tokens=thinking_tokens,
         )
 

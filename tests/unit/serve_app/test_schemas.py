@@ -147,3 +147,12 @@ def test_tool_turns_need_a_model_with_tools() -> None:
     assert chat.needs() == {"tools"}
     [_, call_turn, result] = chat.to_provider_request("m").messages
     assert call_turn.tool_calls[0].name == "f" and result.name == "f" and result.tool_call_id == "c1"
+
+
+def test_reasoning_effort_none_is_absent_and_the_others_reach_the_provider() -> None:
+    none = parse_request({"model": "auto", "messages": USER, "reasoning_effort": "none"})
+    assert none.reasoning_effort is None and none.to_provider_request("m").reasoning_effort is None
+    for effort in ("minimal", "low", "medium", "high", "xhigh"):
+        chat = parse_request({"model": "auto", "messages": USER, "reasoning_effort": effort})
+        assert chat.to_provider_request("m").reasoning_effort == effort
+        assert chat.to_provider_request("m", frozenset({"reasoning_effort"})).reasoning_effort is None
