@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -188,15 +188,16 @@ class ChatCompletionRequest(BaseModel):
         return None if value == "none" else value  # no reasoning asked: as if absent
 
     def effort(self) -> ReasoningEffort | None:
-        """The reasoning asked for ("none" was taken as absent when the request was read)."""
-        return None if self.reasoning_effort == "none" else self.reasoning_effort
+        """The reasoning asked for, typed as the providers take it (the validator above has taken
+        "none" as absent)."""
+        return cast("ReasoningEffort | None", self.reasoning_effort)
 
     @field_validator("stream", "n", mode="before")
     @classmethod
     def _null_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
         # OpenAI takes null for these (clients that pass every argument send it): their default
-        if value is None:
-            return False if info.field_name == "stream" else 1
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
         return value
 
     @model_validator(mode="after")

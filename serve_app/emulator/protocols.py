@@ -96,33 +96,34 @@ def _stop_list(raw: Any) -> list[str] | None:
     raise BadRequest("stop must be a string or a list of strings")
 
 
-def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float]]) -> dict[str, float | str]:
-    """The sampling parameters present in ``source`` ({our name: (wire name, upper bound)}), checked
-    against the provider's ranges the way its API checks them (400 outside): 0 to the bound, and
-    -2 to 2 for the two penalties (OpenAI's and Gemini's range)."""
+def _sampling(source: dict[str, Any], limits: dict[str, tuple[str, float, float]]) -> dict[str, float | str]:
+    """The sampling parameters present in ``source`` ({our name: (wire name, low, high)}), checked
+    against the provider's ranges the way its API checks them (400 outside)."""
     found: dict[str, float | str] = {}
-    for ours, (wire, high) in limits.items():
+    for ours, (wire, low, high) in limits.items():
         raw = source.get(wire)
         if raw is None:
             continue
-        low = -high if ours in PENALTIES else 0.0
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not low <= raw <= high:
             raise BadRequest(f"{wire}: must be a number between {low:g} and {high:g}")
         found[ours] = float(raw)
     return found
 
 
-PENALTIES = ("presence_penalty", "frequency_penalty")
-# Each protocol's sampling parameters: our name -> (its wire name, the upper bound of its range)
-OPENAI_SAMPLING = {"temperature": ("temperature", 2.0), "top_p": ("top_p", 1.0)} | {
-    p: (p, 2.0) for p in PENALTIES
+# Each protocol's sampling parameters: our name -> (its wire name, its range); the penalties'
+# range is -2 to 2 at OpenAI and Gemini, Anthropic has none
+OPENAI_SAMPLING = {
+    "temperature": ("temperature", 0.0, 2.0),
+    "top_p": ("top_p", 0.0, 1.0),
+    "presence_penalty": ("presence_penalty", -2.0, 2.0),
+    "frequency_penalty": ("frequency_penalty", -2.0, 2.0),
 }
-ANTHROPIC_SAMPLING = {"temperature": ("temperature", 1.0), "top_p": ("top_p", 1.0)}
+ANTHROPIC_SAMPLING = {"temperature": ("temperature", 0.0, 1.0), "top_p": ("top_p", 0.0, 1.0)}
 GEMINI_SAMPLING = {
-    "temperature": ("temperature", 2.0),
-    "top_p": ("topP", 1.0),
-    "presence_penalty": ("presencePenalty", 2.0),
-    "frequency_penalty": ("frequencyPenalty", 2.0),
+    "temperature": ("temperature", 0.0, 2.0),
+    "top_p": ("topP", 0.0, 1.0),
+    "presence_penalty": ("presencePenalty", -2.0, 2.0),
+    "frequency_penalty": ("frequencyPenalty", -2.0, 2.0),
 }
 # What an emulated model thinks for a reasoning effort or a thinking budget (a small share of it)
 EFFORT_THINKING = {"none": 0, "minimal": 8, "low": 32, "medium": 64, "high": 128, "xhigh": 256}
