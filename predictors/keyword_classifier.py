@@ -144,5 +144,5 @@ class KeywordClassifier:
         task = max(TASK_TYPES, key=lambda t: scores[t])
         return Classification(task_type=task, probabilities=probs, complexity=_complexity(sample, task))
 
-    def classify_many(self, texts: list[str]) -> list[Classification]:
-        return [self.classify(t) for t in texts]
+    def classify_many(self, texts: list[str], quality: bool = False) -> list[Classification]:
+        return [self.classify(t) for t in texts]  # no quality heads: ``quality`` finds none

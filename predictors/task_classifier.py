@@ -1,10 +1,13 @@
-"""The trained task-type and complexity classifier: MiniLM embeddings + two small linear heads.
+"""The trained task-type and complexity classifier: static embeddings + two small linear heads.
 
-Task type: a softmax over the four types, on the embedding and the prompt's word n-grams
-(``predictors/ngrams.py``). Complexity: the probability that the row's cheaper model
-does worse than its stronger one on this prompt (trained on real win/loss and correctness data; see
-``predictors/classifier_data.py``). The heads are a small JSON artifact built deterministically by
-``python -m predictors.train_classifier``.
+Task type: a softmax over the four types, on the prompt's static embedding
+(``predictors/static_embedding.py``) and its word n-grams (``predictors/ngrams.py``). Complexity:
+the probability that the row's cheaper model does worse than its stronger one on this prompt
+(trained on real win/loss and correctness data; see ``predictors/classifier_data.py``). The heads
+are a small JSON artifact, the table an npz, both built deterministically by
+``python -m predictors.train_classifier``. When asked, the quality heads' predictions too
+(``predictors/quality.py``), on the prompt's MiniLM embedding (``predictors/embedding.py``): the one
+transformer pass, made only for the requests that route on predicted quality.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,11 +23,18 @@ import numpy.typing as npt
 from predictors.classification import TASK_TYPES, Classification
 from predictors.embedding import MiniLMEmbedder
 from predictors.ngrams import NgramFeatures
-from predictors.quality import load_heads, quality_features
+from predictors.quality import QualityPredictor, load_heads, quality_features
+from predictors.static_embedding import StaticEmbedder
 
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "classifier_heads.json"
 QUALITY_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "quality_heads.json"
-MAX_CHARS = 4000  # what the n-grams read (the embedding: 64 tokens); bounds tokenisation cost
+MAX_CHARS = 4000  # what the n-grams and the static embedding read; bounds tokenisation cost
+
+
+class Embedder(Protocol):
+    def embed(self, texts: list[str], batch_size: int = ...) -> npt.NDArray[np.float32]: ...
+
+    def token_counts(self, texts: list[str]) -> list[int]: ...
 
 
 def complexity_features(
@@ -35,11 +45,17 @@ def complexity_features(
 
 
 class EmbeddingClassifier:
+    """``embedder``: what the task and complexity heads read (the shipped static table unless given);
+    ``quality_threads``: ONNX Runtime threads of the MiniLM pass behind the quality heads, loaded at
+    the first request that asks for them (or given as ``quality_embedder``)."""
+
     def __init__(
         self,
         artifact: Path = ARTIFACT,
-        embedder: MiniLMEmbedder | None = None,
+        embedder: Embedder | None = None,
         quality_artifact: Path | None = QUALITY_ARTIFACT,
+        quality_embedder: MiniLMEmbedder | None = None,
+        quality_threads: int = 1,
     ) -> None:
         heads: dict[str, Any] = json.loads(artifact.read_text())
         if tuple(heads["task_types"]) != TASK_TYPES:
@@ -51,14 +67,25 @@ class EmbeddingClassifier:
         self._cx_w = np.asarray(heads["complexity"]["coef"], dtype=np.float32)  # (385,)
         self._cx_b = float(heads["complexity"]["intercept"])
         self.metadata = heads.get("metrics", {})
-        self._embedder = embedder or MiniLMEmbedder()
-        self._quality = (
+        self._embedder: Embedder = embedder or StaticEmbedder()
+        self._quality: QualityPredictor | None = (
             load_heads(quality_artifact)
             if quality_artifact is not None and quality_artifact.exists()
             else None
         )
+        self._quality_embedder = quality_embedder
+        self._quality_threads = quality_threads
 
-    def classify_many(self, texts: list[str]) -> list[Classification]:
+    @property
+    def has_quality(self) -> bool:
+        return self._quality is not None
+
+    def quality_embedder(self) -> MiniLMEmbedder:
+        if self._quality_embedder is None:
+            self._quality_embedder = MiniLMEmbedder(threads=self._quality_threads)
+        return self._quality_embedder
+
+    def classify_many(self, texts: list[str], quality: bool = False) -> list[Classification]:
         clipped = [t[:MAX_CHARS] for t in texts]
         emb = self._embedder.embed(clipped)
         counts = self._embedder.token_counts(clipped)
@@ -70,10 +97,13 @@ class EmbeddingClassifier:
         probs /= probs.sum(axis=1, keepdims=True)
         cx = complexity_features(emb, counts) @ self._cx_w + self._cx_b
         complexity = 1.0 / (1.0 + np.exp(-cx.astype(np.float64)))
-        quality: list[dict[str, float]] = [{} for _ in texts]
-        if self._quality is not None:  # the same embedding: the quality heads cost a dot product
-            predicted = self._quality.predict(quality_features(emb.astype(np.float64), texts, complexity))
-            quality = [{m: round(float(p[i]), 4) for m, p in predicted.items()} for i in range(len(texts))]
+        predictions: list[dict[str, float]] = [{} for _ in texts]
+        if quality and self._quality is not None:
+            minilm = self.quality_embedder().embed(clipped).astype(np.float64)
+            predicted = self._quality.predict(quality_features(minilm, texts, complexity))
+            predictions = [
+                {m: round(float(p[i]), 4) for m, p in predicted.items()} for i in range(len(texts))
+            ]
         out = []
         for i, (row, z) in enumerate(zip(probs, cx, strict=True)):
             best = int(row.argmax())
@@ -82,10 +112,10 @@ class EmbeddingClassifier:
                     task_type=TASK_TYPES[best],
                     probabilities={t: round(float(p), 4) for t, p in zip(TASK_TYPES, row, strict=True)},
                     complexity=round(1.0 / (1.0 + math.exp(-float(z))), 4),
-                    quality=quality[i],
+                    quality=predictions[i],
                 )
             )
         return out
 
-    def classify(self, text: str) -> Classification:
-        return self.classify_many([text])[0]
+    def classify(self, text: str, quality: bool = False) -> Classification:
+        return self.classify_many([text], quality)[0]

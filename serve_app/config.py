@@ -374,7 +374,9 @@ class DeploymentOptions(_Strict):
 
 class ClassifierOptions(DeploymentOptions):
     engine: Literal["embedding", "keyword"] = Field(
-        default="embedding", description="trained MiniLM heads, or the keyword baseline"
+        default="embedding",
+        description="trained heads on static embeddings distilled from MiniLM (and MiniLM itself for "
+        "the quality heads), or the keyword baseline",
     )
     placement: Literal["deployment", "ingress", "adaptive"] = Field(
         default="adaptive",
@@ -394,10 +396,11 @@ class ClassifierOptions(DeploymentOptions):
     ingress_threads: int = Field(
         default=1,
         ge=1,
-        description="ONNX Runtime threads for a prompt classified inside the ingress. 2 cut a short "
-        "prompt's pass from 2.9 to 1.7-2.0 ms, but ONNX Runtime's spare thread then spins for about "
-        "40 ms after every pass (a core's worth at 25 requests/s), and without spinning 2 threads "
-        "are no faster than 1 (benchmarks/README.md); for nodes with a core to spare",
+        description="ONNX Runtime threads of the MiniLM pass (made only for requests routed on "
+        "predicted quality) for a prompt classified inside the ingress. 2 cut a short prompt's pass "
+        "from 2.9 to 1.7-2.0 ms, but ONNX Runtime's spare thread then spins for about 40 ms after "
+        "every pass (a core's worth at 25 requests/s), and without spinning 2 threads are no faster "
+        "than 1 (benchmarks/README.md); for nodes with a core to spare",
     )
 
 

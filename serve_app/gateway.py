@@ -40,12 +40,14 @@ from serve_app.routing import (
     is_routed,
     missing_capabilities,
     plan_route,
+    reads_quality,
     resolve_model,
 )
 from serve_app.schemas import ChatCompletionRequest
 
 T = TypeVar("T")
-Classify = Callable[[str], Awaitable[Classification]]
+# (the prompt, whether its route reads the quality heads' predictions) -> its classification
+Classify = Callable[[str, bool], Awaitable[Classification]]
 CallProvider = Callable[[str, ProviderRequest], Awaitable[Completion]]
 StreamProvider = Callable[[str, ProviderRequest], AsyncIterator[StreamDelta]]
 
@@ -106,7 +108,8 @@ class Gateway:
                 _require_allowed(info.plan.candidates[0].model, allowed)
         else:
             began = time.monotonic()
-            classification = await self._classify(request.routing_text())
+            quality = reads_quality(request.model, self.config) and not budget_pressure
+            classification = await self._classify(request.routing_text(), quality)
             classify_ms = (time.monotonic() - began) * 1000
             answer, prompt = output or EXPECTED_OUTPUT_TOKENS, needed - (output or 0)
             costs = {m: p_in * prompt + p_out * answer for m, (p_in, p_out) in self._unit_prices.items()}

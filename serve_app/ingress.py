@@ -247,19 +247,21 @@ class Ingress:
             tokens = sum(len(m.content) for m in request.messages) // 4
             self._arrivals.add(f"Provider_{provider}", tokens, time.monotonic() - started)
 
-    async def _classify(self, text: str) -> Classification:
+    async def _classify(self, text: str, quality: bool) -> Classification:
         local = self._local_classifier
         if local is not None and self._classifier is None:  # placement: ingress
+            if not quality:  # a table lookup and two dot products: well under a millisecond
+                return local.classify_many([text])[0]
             # off the event loop: a MiniLM pass takes milliseconds, and other requests are served
-            found = await asyncio.to_thread(local.classify_many, [text])
+            found = await asyncio.to_thread(local.classify_many, [text], True)
             return found[0]
         if local is not None and self._requests.alone():
             # placement: adaptive, and this replica serves no other request: the pass runs here, on
             # the loop, as nothing else is waiting for it (the hop and a thread hand-off each cost
             # more than they save here; benchmarks/README.md)
-            return local.classify_many([text])[0]
+            return local.classify_many([text], quality)[0]
         assert self._classifier is not None
-        result: Classification = await self._classifier.classify.remote(text)
+        result: Classification = await self._classifier.classify.remote((text, quality))
         return result
 
     def _core(self, provider: str) -> ProviderCore | None:

@@ -61,6 +61,15 @@ def numeric_target(policy: str) -> float | None:
     return float(policy[5:]) if AUTO_TARGET.match(policy) else None
 
 
+def reads_quality(policy: str, config: FusionConfig) -> bool:
+    """Whether ``plan_route`` may order this policy's candidates by the quality heads' predictions
+    (a numeric target, or ``auto`` under ``routing.quality_target``); only then does the classifier
+    make the MiniLM pass they need."""
+    return numeric_target(policy) is not None or (
+        policy == "auto" and config.routing.quality_target is not None
+    )
+
+
 def resolve_model(model: str, config: FusionConfig) -> str:
     """A public model name for ``model`` or ``provider/model``; raises ModelNotFoundError."""
     if model in config.models:

@@ -184,11 +184,14 @@ def test_classifier_deployment_batches_concurrent_calls(router: str) -> None:
     handle = serve.get_deployment_handle("ClassifierDeployment", app_name="fusion")
     prompts = [f"Write a Python function number {i} that sorts a list" for i in range(24)]
 
-    async def burst() -> list[object]:
-        return list(await asyncio.gather(*(handle.classify.remote(p) for p in prompts)))
+    async def burst() -> list[object]:  # every third prompt's request routes on predicted quality
+        return list(
+            await asyncio.gather(*(handle.classify.remote((p, i % 3 == 0)) for i, p in enumerate(prompts)))
+        )
 
     results = asyncio.run(burst())
     assert all(r.task_type == "coding" for r in results)  # type: ignore[attr-defined]
+    assert [bool(r.quality) for r in results] == [i % 3 == 0 for i in range(24)]  # type: ignore[attr-defined]
     sizes = handle.batch_stats.remote().result()
     assert max(sizes) > 1, sizes
 

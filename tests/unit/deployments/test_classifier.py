@@ -44,9 +44,41 @@ def test_a_two_thread_classifier_gives_the_same_answer() -> None:
     from deployments.classifier import load_classifier
 
     one, two = load_classifier("embedding", threads=1), load_classifier("embedding", threads=2)
-    assert two._embedder._session.get_session_options().intra_op_num_threads == 2  # type: ignore[attr-defined]
     prompt = "Write a python function to reverse a string."
-    [a], [b] = one.classify_many([prompt]), two.classify_many([prompt])
+    [a], [b] = one.classify_many([prompt], quality=True), two.classify_many([prompt], quality=True)
+    minilm = two.quality_embedder()  # type: ignore[attr-defined]
+    assert minilm._session.get_session_options().intra_op_num_threads == 2
     assert a.task_type == b.task_type == "coding"
     assert b.complexity == pytest.approx(a.complexity, abs=1e-3)
     assert b.quality == pytest.approx(a.quality, abs=1e-3)
+
+
+def test_a_batch_makes_the_minilm_pass_only_for_the_prompts_that_ask() -> None:
+    from deployments.classifier import classify_batch
+    from predictors.classification import Classification
+    from predictors.keyword_classifier import KeywordClassifier
+
+    class Recording(KeywordClassifier):
+        def __init__(self) -> None:
+            self.calls: list[tuple[list[str], bool]] = []
+
+        def classify_many(self, texts: list[str], quality: bool = False) -> list[Classification]:
+            self.calls.append((texts, quality))
+            found = super().classify_many(texts)
+            return [
+                Classification(c.task_type, c.probabilities, c.complexity, {"m": 0.5} if quality else {})
+                for c in found
+            ]
+
+    texts = ["Write a poem.", "Sort a list in Python.", "What is 2 + 2?"]
+    core = Recording()
+    results = classify_batch(core, texts, [False, True, False])
+    assert [bool(r.quality) for r in results] == [False, True, False]
+    assert [r.task_type for r in results] == [c.task_type for c in KeywordClassifier().classify_many(texts)]
+    assert core.calls == [(texts, False), (["Sort a list in Python."], True)]
+    core.calls.clear()
+    assert all(r.quality for r in classify_batch(core, texts, [True] * 3)) and core.calls == [(texts, True)]
+    core.calls.clear()
+    assert not any(r.quality for r in classify_batch(core, texts, [False] * 3)) and core.calls == [
+        (texts, False)
+    ]

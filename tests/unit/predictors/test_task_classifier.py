@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from predictors.classification import TASK_TYPES
 from predictors.classifier_data import SHARED_DATA, Example, load_examples
-from predictors.embedding import MiniLMEmbedder
+from predictors.static_embedding import ARTIFACT as TABLE
+from predictors.static_embedding import MAX_TOKENS, StaticEmbedder, save_table, sif_weights
 from predictors.task_classifier import ARTIFACT, EmbeddingClassifier
 from predictors.train_classifier import train
 
@@ -59,14 +62,77 @@ def test_degenerate_input_has_a_defined_result(classifier: EmbeddingClassifier, 
     assert c.task_type in TASK_TYPES and 0.0 <= c.complexity <= 1.0
 
 
-def test_complexity_separates_hard_from_easy(classifier: EmbeddingClassifier) -> None:
-    """The head was trained on where the weaker model lost; check it ranks a few obvious pairs."""
-    easy = classifier.classify("What is 2 + 3?")
-    hard = classifier.classify(
-        "Implement a lock-free concurrent skip list in C++ with memory reclamation via hazard pointers, "
-        "prove its linearizability, and analyze its complexity under contention."
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not beside the checkout")
+def test_complexity_ranks_held_out_prompts_where_the_weaker_model_lost(
+    classifier: EmbeddingClassifier,
+) -> None:
+    """The head was trained on where the weaker model lost. Its signal is weak (held-out ROC-AUC
+    about 0.6; single prompts can rank either way), so check it where it is measured: on the held-out
+    judged prompts, better than chance; and the hand-written simple queries mostly below break-even."""
+    from predictors.classifier_eval import evaluate
+
+    rows = load_examples()
+    assert evaluate(rows, classifier.classify_many)["complexity_auc"] > 0.57
+    simple = [e.text for e in rows if e.source == "handwritten"]
+    below = [c.complexity < 0.5 for c in classifier.classify_many(simple)]
+    assert sum(below) / len(below) > 0.7
+
+
+def test_quality_predictions_only_when_asked_and_minilm_only_then(classifier: EmbeddingClassifier) -> None:
+    fresh = EmbeddingClassifier()
+    text = "Prove that the square root of 2 is irrational."
+    plain = fresh.classify(text)
+    assert plain.quality == {} and fresh._quality_embedder is None  # no transformer pass was made
+    asked = fresh.classify(text, quality=True)
+    assert fresh._quality_embedder is not None and fresh.has_quality
+    assert len(asked.quality) == 11 and all(0.0 < p < 1.0 for p in asked.quality.values())
+    # the quality heads change nothing else
+    assert (asked.task_type, asked.probabilities, asked.complexity) == (
+        plain.task_type,
+        plain.probabilities,
+        plain.complexity,
     )
-    assert hard.complexity > easy.complexity
+
+
+def test_static_embedding_is_normalised_reads_the_whole_prompt_and_ranks_by_meaning() -> None:
+    embedder = StaticEmbedder()
+    a, b, c = embedder.embed(
+        [
+            "How do I sort a list in Python?",
+            "What is the way to order a Python list?",
+            "Write a poem about autumn.",
+        ]
+    )
+    assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
+    assert float(a @ b) > float(a @ c) + 0.1
+    # unlike the 64-token MiniLM pass, the end of a 90-token prompt still moves its embedding
+    head = "Here is some background about our project and its history. " * 8
+    one, two = embedder.embed([head + "Write a Python function.", head + "Write a sonnet about love."])
+    assert float(one @ two) < 0.9999
+    assert embedder.token_counts(["word " * 5000]) == [MAX_TOKENS]
+    blank = embedder.embed(["", "   "])  # read as "(empty)", as the MiniLM pass reads them
+    assert np.linalg.norm(blank, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+
+
+def test_sif_weights_damp_frequent_tokens_and_the_table_saves_the_same_bytes(tmp_path: Path) -> None:
+    weights = sif_weights([[1, 1, 1, 1, 2], [1, 3]], vocab_size=5, a=0.1)
+    assert weights[1] < weights[2] < weights[4] and weights[2] == weights[3]
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "rows": np.arange(12, dtype=np.int8).reshape(3, 4),
+        "scales": np.ones(3, dtype=np.float16),
+    }
+    save_table(tmp_path / "a.npz", arrays)
+    save_table(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz") as back:
+        assert (back["rows"] == arrays["rows"]).all() and back["scales"].dtype == np.float16
+
+
+def test_shipped_table_covers_the_vocabulary() -> None:
+    with np.load(TABLE) as table:
+        rows, scales = table["rows"], table["scales"]
+    assert rows.dtype == np.int8 and rows.shape == (30522, 384) and scales.shape == (30522,)
+    assert (scales > 0).all() and TABLE.stat().st_size < 12_000_000
 
 
 def test_artifact_is_small_and_describes_itself() -> None:
@@ -103,5 +169,5 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     rows = [
         Example(t + f" #{i}", task, "synthetic", "train", lost) for i, (t, task, lost) in enumerate(texts)
     ]
-    embedder = MiniLMEmbedder()
+    embedder = StaticEmbedder()
     assert json.dumps(train(rows, embedder)) == json.dumps(train(rows, embedder))

@@ -51,8 +51,8 @@ def inprocess_gateway(config: FusionConfig) -> Gateway:
     cores = {name: ProviderCore(name, config) for name in config.providers}
     classifier = _classifier()
 
-    async def classify(text: str) -> Classification:
-        return classifier.classify(text)
+    async def classify(text: str, quality: bool) -> Classification:
+        return classifier.classify(text, quality)
 
     async def call(provider: str, request: ProviderRequest) -> Completion:
         result = await cores[provider].complete(request)

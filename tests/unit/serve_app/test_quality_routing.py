@@ -13,7 +13,7 @@ from predictors.quality import load_heads, quality_features
 from predictors.task_classifier import QUALITY_ARTIFACT
 from serve_app.config import FusionConfig, RouteRow, TaskType
 from serve_app.ledger import Charge, Ledger
-from serve_app.routing import is_routed, numeric_target, plan_route
+from serve_app.routing import is_routed, numeric_target, plan_route, reads_quality
 from serve_app.tuning import MAX_DRIFT, TuningStore
 
 STRONG, WEAK = "gpt-4-1106-preview", "gpt-3.5-turbo-1106"
@@ -81,6 +81,15 @@ def test_self_tuned_target_is_used(config: FusionConfig) -> None:
     assert _models(plan_route(cls, "auto", cfg, costs=COSTS))[0] == "gpt-4.1"
     tuned = plan_route(cls, "auto", cfg, required_quality={"coding": 0.7}, costs=COSTS)
     assert _models(tuned)[0] == "gpt-4o-mini" and tuned.quality_target == 0.7
+
+
+def test_only_quality_routed_policies_ask_for_the_quality_heads(config: FusionConfig) -> None:
+    """The classifier makes its MiniLM pass only when the route may read the predictions."""
+    assert config.routing.quality_target is None  # the shipped default: auto routes on complexity
+    assert not any(reads_quality(p, config) for p in ("auto", "auto:cost", "auto:quality", "gpt-4.1"))
+    assert reads_quality("auto:0.8", config) and reads_quality("auto:0", config)
+    cfg = _with_targets(config)
+    assert reads_quality("auto", cfg) and not reads_quality("auto:cost", cfg)
 
 
 def test_shipped_heads_predict_every_proxy(config: FusionConfig) -> None:
