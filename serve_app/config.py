@@ -381,8 +381,9 @@ class ClassifierOptions(DeploymentOptions):
     placement: Literal["deployment", "ingress", "adaptive"] = Field(
         default="adaptive",
         description="its own deployment (batched, scaled apart); inside each ingress replica (one "
-        "Ray hop less per request); or adaptive: the deployment, except that a prompt reaching an "
-        "ingress replica that serves no other request is classified there",
+        "Ray hop less per request); or adaptive: inside the ingress, except that a request that "
+        "needs the quality heads' MiniLM pass while its ingress replica serves others goes to the "
+        "batched deployment",
     )
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(

@@ -255,10 +255,12 @@ class Ingress:
             # off the event loop: a MiniLM pass takes milliseconds, and other requests are served
             found = await asyncio.to_thread(local.classify_many, [text], True)
             return found[0]
-        if local is not None and self._requests.alone():
-            # placement: adaptive, and this replica serves no other request: the pass runs here, on
-            # the loop, as nothing else is waiting for it (the hop and a thread hand-off each cost
-            # more than they save here; benchmarks/README.md)
+        if local is not None and (not quality or self._requests.alone()):
+            # placement: adaptive. The table and heads take well under a millisecond, less than the
+            # hop, so they run here, on the loop; so does the MiniLM pass for the quality heads when
+            # this replica serves no other request, as nothing else is waiting for it (the hop and a
+            # thread hand-off each cost more than they save then; benchmarks/README.md). A request
+            # that needs that pass while others are served goes to the batched deployment.
             return local.classify_many([text], quality)[0]
         assert self._classifier is not None
         result: Classification = await self._classifier.classify.remote((text, quality))

@@ -196,10 +196,11 @@ def test_classifier_deployment_batches_concurrent_calls(router: str) -> None:
     assert max(sizes) > 1, sizes
 
 
-def test_adaptive_placement_classifies_a_lone_request_in_the_ingress(router: str) -> None:
-    """placement: adaptive (the default): a request that finds the ingress idle is classified
-    there (no batch at the deployment); overlapping ones go to the batched deployment, and every
-    request is classified the same way either way."""
+def test_adaptive_placement_classifies_in_the_ingress_unless_a_busy_one_needs_minilm(router: str) -> None:
+    """placement: adaptive (the default): the table's classification runs in the ingress, alone or
+    not (no batch at the deployment); a request that routes on predicted quality needs the MiniLM
+    pass, which runs in an idle ingress too, but goes to the batched deployment when the ingress
+    serves others. Every request is classified the same way either way."""
 
     from ray import serve
 
@@ -209,15 +210,19 @@ def test_adaptive_placement_classifies_a_lone_request_in_the_ingress(router: str
         return sum(handle.batch_stats.remote().result().values())
 
     text, model = PROMPTS["coding"]
-    body = {"model": "auto:quality", "messages": [{"role": "user", "content": text}]}
+    plain = {"model": "auto:quality", "messages": [{"role": "user", "content": text}]}
+    targeted = {"model": "auto:0.8", "messages": [{"role": "user", "content": text}]}
     before = batched()
-    for _ in range(3):
+    for body in (plain, targeted, plain, targeted):
         r = _post(router, body)
         assert r.status_code == 200 and r.headers["x-fusion-task-type"] == "coding"
+    answers = _burst(router, plain, 12)
+    assert all(a.status_code == 200 and a.headers["x-fusion-model"] == model for a in answers)
     assert batched() == before
 
-    answers = _burst(router, body, 12)
-    assert all(a.status_code == 200 and a.headers["x-fusion-model"] == model for a in answers)
+    answers = _burst(router, targeted, 12)
+    assert all(a.status_code == 200 and a.headers["x-fusion-task-type"] == "coding" for a in answers)
+    assert all(a.json()["fusion"]["predicted_quality"] for a in answers)
     assert batched() > before
 
 
