@@ -79,6 +79,9 @@ class MiniLMEmbedder:
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self._tokenizer.encode_batch(texts)]
 
+    def embed_counted(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[int]]:
+        return self.embed(texts), self.token_counts(texts)
+
 
 def _length_buckets(order: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
     """Split length-sorted indices into runs of similar length: padding costs as much as tokens."""

@@ -36,6 +36,10 @@ class Embedder(Protocol):
 
     def token_counts(self, texts: list[str]) -> list[int]: ...
 
+    def embed_counted(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], list[int]]:
+        """``embed`` and ``token_counts`` together (the static table tokenises once for both)."""
+        ...
+
 
 def complexity_features(
     embeddings: npt.NDArray[np.float32], token_counts: list[int]
@@ -87,8 +91,7 @@ class EmbeddingClassifier:
 
     def classify_many(self, texts: list[str], quality: bool = False) -> list[Classification]:
         clipped = [t[:MAX_CHARS] for t in texts]
-        emb = self._embedder.embed(clipped)
-        counts = self._embedder.token_counts(clipped)
+        emb, counts = self._embedder.embed_counted(clipped)
         logits = emb @ self._task_w.T + self._task_b
         if self._ngrams is not None:
             logits += self._ngrams.scores(clipped, self._ngram_w)
