@@ -24,15 +24,13 @@ def load_classifier(engine: str, threads: int = 1) -> TaskClassifier:
 
 def classify_batch(core: TaskClassifier, texts: list[str], quality: list[bool]) -> list[Classification]:
     """One batch, in order; the MiniLM pass behind the quality heads only for the prompts that ask."""
-    asked = [i for i, q in enumerate(quality) if q]
-    if not asked:
-        return core.classify_many(texts)
-    if len(asked) == len(texts):
-        return core.classify_many(texts, quality=True)
-    results = core.classify_many(texts)
-    for i, found in zip(asked, core.classify_many([texts[i] for i in asked], quality=True), strict=True):
-        results[i] = found
-    return results
+    results: list[Classification | None] = [None] * len(texts)
+    for flag in (False, True):
+        group = [i for i, q in enumerate(quality) if q == flag]
+        if group:
+            for i, found in zip(group, core.classify_many([texts[i] for i in group], flag), strict=True):
+                results[i] = found
+    return [r for r in results if r is not None]
 
 
 class BatchWait:

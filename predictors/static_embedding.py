@@ -9,8 +9,8 @@ vocabulary token goes through the model alone (``[CLS] token [SEP]``) and the me
 is its row. Each row is then weighted by how much its token tells, SIF style: ``a / (a + p)``,
 with ``p`` the token's share of the training prompts' tokens, so "the" or "?" weigh little. The
 weight is folded into the row, since a weighted mean and a weighted sum point the same way once
-normalised. Rows are stored int8 with one float16 scale each (11.7 MB; the held-out macro-F1 and
-complexity AUC are those of the float32 table).
+normalised. Rows are stored int8 with one float16 scale each (11.7 MB, 10.3 MB compressed; the
+held-out macro-F1 and complexity AUC are those of the float32 table).
 
 On the held-out split this reads better than the MiniLM pass for the task head (the whole prompt,
 not its first 64 tokens) and as well for complexity; for the quality heads, which rank models on

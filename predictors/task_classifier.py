@@ -80,10 +80,6 @@ class EmbeddingClassifier:
         self._quality_embedder = quality_embedder
         self._quality_threads = quality_threads
 
-    @property
-    def has_quality(self) -> bool:
-        return self._quality is not None
-
     def quality_embedder(self) -> MiniLMEmbedder:
         if self._quality_embedder is None:
             self._quality_embedder = MiniLMEmbedder(threads=self._quality_threads)

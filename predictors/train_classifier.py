@@ -55,8 +55,7 @@ def training_texts(examples: list[Example]) -> list[str]:
 def train(examples: list[Example], embedder: Embedder) -> dict[str, Any]:
     train_rows = [e for e in examples if e.split == "train" and not e.licence_eval_only]
     texts = training_texts(examples)
-    emb = embedder.embed(texts)
-    counts = embedder.token_counts(texts)
+    emb, counts = embedder.embed_counted(texts)
 
     labelled = [i for i, e in enumerate(train_rows) if e.task_type is not None]
     y_task = np.array([TASK_TYPES.index(train_rows[i].task_type or "") for i in labelled])

@@ -75,7 +75,7 @@ def test_a_batch_makes_the_minilm_pass_only_for_the_prompts_that_ask() -> None:
     results = classify_batch(core, texts, [False, True, False])
     assert [bool(r.quality) for r in results] == [False, True, False]
     assert [r.task_type for r in results] == [c.task_type for c in KeywordClassifier().classify_many(texts)]
-    assert core.calls == [(texts, False), (["Sort a list in Python."], True)]
+    assert core.calls == [(["Write a poem.", "What is 2 + 2?"], False), (["Sort a list in Python."], True)]
     core.calls.clear()
     assert all(r.quality for r in classify_batch(core, texts, [True] * 3)) and core.calls == [(texts, True)]
     core.calls.clear()
