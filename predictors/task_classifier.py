@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,11 +80,19 @@ class EmbeddingClassifier:
         )
         self._quality_embedder = quality_embedder
         self._quality_threads = quality_threads
+        self._loading = threading.Lock()
 
     def quality_embedder(self) -> MiniLMEmbedder:
-        if self._quality_embedder is None:
-            self._quality_embedder = MiniLMEmbedder(threads=self._quality_threads)
-        return self._quality_embedder
+        with self._loading:  # a preload thread and a first request may ask at once: one load
+            if self._quality_embedder is None:
+                self._quality_embedder = MiniLMEmbedder(threads=self._quality_threads)
+            return self._quality_embedder
+
+    def preload_quality(self) -> None:
+        """Load the MiniLM the quality heads read now (about 0.5 s), where they are shipped, so
+        that the first request routed on predicted quality does not wait for it."""
+        if self._quality is not None:
+            self.quality_embedder()
 
     def classify_many(self, texts: list[str], quality: bool = False) -> list[Classification]:
         clipped = [t[:MAX_CHARS] for t in texts]

@@ -50,10 +50,11 @@ class Ingress:
         self._local_classifier: TaskClassifier | None = None
         self._requests = InFlightCount()
         if config.deployments.classifier.placement != "deployment":  # ingress, or adaptive
-            from deployments.classifier import load_classifier
+            from deployments.classifier import load_classifier, preload_in_background
 
             options = config.deployments.classifier
             self._local_classifier = load_classifier(options.engine, options.ingress_threads)
+            preload_in_background(self._local_classifier)
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
         # providers whose adapters run here, no Ray hop: always (api_providers_in_ingress) or while

@@ -82,3 +82,15 @@ def test_a_batch_makes_the_minilm_pass_only_for_the_prompts_that_ask() -> None:
     assert not any(r.quality for r in classify_batch(core, texts, [False] * 3)) and core.calls == [
         (texts, False)
     ]
+
+
+def test_a_replica_preloads_the_quality_heads_minilm_off_the_request_path() -> None:
+    from deployments.classifier import load_classifier, preload_in_background
+
+    core = load_classifier("embedding")
+    assert core._quality_embedder is None  # type: ignore[attr-defined]
+    thread = preload_in_background(core)
+    assert thread is not None
+    thread.join(timeout=60)
+    assert core._quality_embedder is not None  # type: ignore[attr-defined]
+    assert preload_in_background(load_classifier("keyword")) is None  # nothing to load

@@ -85,6 +85,9 @@ def test_quality_predictions_only_when_asked_and_minilm_only_then(classifier: Em
     assert plain.quality == {} and fresh._quality_embedder is None  # no transformer pass was made
     asked = fresh.classify(text, quality=True)
     assert fresh._quality_embedder is not None
+    loaded = fresh._quality_embedder
+    fresh.preload_quality()
+    assert fresh._quality_embedder is loaded  # loaded once
     assert len(asked.quality) == 11 and all(0.0 < p < 1.0 for p in asked.quality.values())
     # the quality heads change nothing else
     assert (asked.task_type, asked.probabilities, asked.complexity) == (
