@@ -51,8 +51,9 @@ def complexity_features(
 
 class EmbeddingClassifier:
     """``embedder``: what the task and complexity heads read (the shipped static table unless given);
-    ``quality_threads``: ONNX Runtime threads of the MiniLM pass behind the quality heads, loaded at
-    the first request that asks for them (or given as ``quality_embedder``)."""
+    ``quality_threads``: ONNX Runtime threads of the MiniLM pass behind the quality heads, loaded by
+    ``preload_quality`` (the replicas call it as they start) or else at the first request that asks
+    for them (or given as ``quality_embedder``)."""
 
     def __init__(
         self,
