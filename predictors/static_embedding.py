@@ -1,7 +1,7 @@
 """Static token embeddings distilled from all-MiniLM-L6-v2: what the task and complexity heads read.
 
 A prompt's embedding is the normalised sum of its tokens' rows in a table, so classifying a prompt
-takes no transformer pass: under a millisecond where the MiniLM pass takes 3-16 ms on one core
+takes no transformer pass: under a millisecond where the MiniLM pass takes 3-18 ms on one core
 (``python -m benchmarks.classifier``; figures in the README). The table is distilled once, when the
 heads are trained (``python -m predictors.train_classifier``), from the int8 MiniLM that the quality
 heads still read (``predictors/embedding.py``), the way model2vec distils its static models: each
