@@ -215,6 +215,7 @@ def main() -> None:
         "fusion_classifier_placement": ran.classifier.placement,
         "fusion_api_providers_in_ingress": ran.api_providers_in_ingress,
         "fusion_api_providers_when_idle": ran.api_providers_when_idle,
+        "fusion_api_providers_local_calls": ran.api_providers_local_calls,
         "fusion_serve_environment": serve_env,
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},

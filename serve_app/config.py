@@ -419,9 +419,17 @@ class DeploymentsConfig(_Strict):
     )
     api_providers_when_idle: bool = Field(
         default=True,
-        description="call the API providers' SDKs from an ingress replica while it serves no other "
-        "request (no Ray hop); their deployments still take every other call. Those calls are in "
-        "the router's metrics and the demand forecast, not in Serve's per-deployment counters",
+        description="call the API providers' SDKs from an ingress replica itself (no Ray hop) while "
+        "it has room: fewer than api_providers_local_calls such calls in flight there; their "
+        "deployments take every other call. Those calls are in the router's metrics and the demand "
+        "forecast, not in Serve's per-deployment counters",
+    )
+    api_providers_local_calls: int = Field(
+        default=32,
+        ge=1,
+        description="with api_providers_when_idle, how many API-provider calls an ingress replica "
+        "makes itself at once (the rest go through the providers' deployments); 1: only while no "
+        "other is made there",
     )
 
     def in_ingress(self, config: FusionConfig) -> list[str]:

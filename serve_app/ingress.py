@@ -58,13 +58,15 @@ class Ingress:
         self._providers = providers
         self._streams = {name: h.options(stream=True) for name, h in providers.items()}
         # providers whose adapters run here, no Ray hop: always (api_providers_in_ingress) or while
-        # this replica serves no other request (api_providers_when_idle)
+        # this replica has room for the call (api_providers_when_idle, api_providers_local_calls)
         d = config.deployments
         self._cores = {name: ProviderCore(name, config) for name in d.ingress_adapters(config)}
         self._always_here = set(d.in_ingress(config))
         # the when-idle providers whose deployment reaches the same endpoints with the same key as
         # this replica (a node without a provider's key would answer from the emulator)
         self._agreed: set[str] = set()
+        self._local_calls = 0  # calls made by this replica's own adapters right now
+        self._local_limit = d.api_providers_local_calls
         self._verdicts: dict[str, EndpointSummary] = {}
         self.health = HealthRegistry(config.health)
         self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
@@ -269,13 +271,14 @@ class Ingress:
 
     def _core(self, provider: str) -> ProviderCore | None:
         """This replica's adapter for ``provider`` when the call is made here (no Ray hop): always
-        under api_providers_in_ingress, and under api_providers_when_idle while this replica serves
-        no other request and the provider's deployment reaches the same endpoints with the same key
-        (``_check_endpoints``); None: through the provider's deployment."""
+        under api_providers_in_ingress, and under api_providers_when_idle while fewer than
+        api_providers_local_calls calls are made here and the provider's deployment reaches the same
+        endpoints with the same key (``_check_endpoints``); None: through the provider's deployment.
+        The caller counts the call in ``_local_calls`` before its first await."""
         core = self._cores.get(provider)
         if core is not None and provider in self._always_here:
             return core
-        if core is not None and provider in self._agreed and self._requests.alone():
+        if core is not None and provider in self._agreed and self._local_calls < self._local_limit:
             return core
         return None
 
@@ -284,7 +287,11 @@ class Ingress:
         try:
             core = self._core(provider)
             if core is not None:
-                result = await core.complete(request)
+                self._local_calls += 1
+                try:
+                    result = await core.complete(request)
+                finally:
+                    self._local_calls -= 1
             else:
                 result = await self._providers[provider].complete.remote(request)
         except RayError as exc:
@@ -300,12 +307,14 @@ class Ingress:
         core = self._core(provider)
         if core is not None:
             started = time.monotonic()
+            self._local_calls += 1
             try:
                 async for local in core.stream(request):
                     if isinstance(local, ProviderError):
                         raise local
                     yield local
             finally:
+                self._local_calls -= 1
                 self._count(provider, request, started)
             return
         generator: DeploymentResponseGenerator = self._streams[provider].stream.remote(request)  # type: ignore[assignment]

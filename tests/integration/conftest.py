@@ -70,9 +70,9 @@ def router(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -
     data["budgets"] = {"global": {"limit_usd": 1000.0, "period": "day"}}
     os.environ["FUSION_TEST_LEDGER"] = str(ledger_path)
     # Every provider call goes through the provider deployments: the kill -9, drain and scaling
-    # tests act on their replicas. The shipped default also lets an idle ingress replica call an API
-    # SDK itself (api_providers_when_idle): tests/unit/serve_app/test_ingress.py, and the last test of
-    # test_serving_graph.py redeploys with it on.
+    # tests act on their replicas. The shipped default also lets an ingress replica with room call an
+    # API SDK itself (api_providers_when_idle, api_providers_local_calls):
+    # tests/unit/serve_app/test_ingress.py, and the last test of test_serving_graph.py redeploys with it on.
     data["deployments"]["api_providers_when_idle"] = False
     # Two ingress replicas, so that health sharing between replicas is exercised.
     data["deployments"]["ingress"] = {"num_replicas": 2, "num_cpus": 0.25, "max_ongoing_requests": 256}

@@ -1,5 +1,5 @@
-"""The ingress's in-process provider path (deployments.api_providers_in_ingress and
-api_providers_when_idle), without Ray."""
+"""The ingress's in-process provider path (deployments.api_providers_in_ingress, and
+api_providers_when_idle with api_providers_local_calls), without Ray."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ class _Ingress:
         self._cores = {name: ProviderCore(name, config) for name in d.ingress_adapters(config)}
         self._always_here = set(d.in_ingress(config))
         self._agreed: set[str] = set()
+        self._local_calls = 0
+        self._local_limit = d.api_providers_local_calls
         self._verdicts: dict[str, Any] = {}
         self._config = config
         self._requests = InFlightCount()
@@ -43,9 +45,11 @@ class _Ingress:
     _check_endpoints_once = _plain.func_or_class._check_endpoints_once
 
 
-def _ingress(config: FusionConfig, emu: EmulatorServer, option: str = "api_providers_in_ingress") -> Any:
+def _ingress(
+    config: FusionConfig, emu: EmulatorServer, option: str = "api_providers_in_ingress", local_calls: int = 1
+) -> Any:
     cfg = emulated_config(config, emu.url)
-    deployments = cfg.deployments.model_copy(update={option: True})
+    deployments = cfg.deployments.model_copy(update={option: True, "api_providers_local_calls": local_calls})
     return _Ingress(cfg.model_copy(update={"deployments": deployments}))
 
 
@@ -97,18 +101,44 @@ class _Deployment:
         return [list(e) for e in self.answer]  # as a serializer without tuples would return it
 
 
-async def test_when_idle_calls_go_here_only_while_the_replica_is_alone(
+async def test_when_idle_calls_go_here_only_while_the_replica_has_room(
     config: FusionConfig, emu: EmulatorServer
 ) -> None:
     ingress = _ingress(config, emu, "api_providers_when_idle")
     ingress._providers["openai"] = deployment = _Deployment(ingress._cores["openai"].endpoints)
     assert await ingress._check_endpoints_once() is False  # answered, and agrees
-    ingress._requests.count = 1  # this request alone: the adapter here, no hop
-    done = await ingress._complete("openai", REQUEST)
+    done = await ingress._complete("openai", REQUEST)  # no other call here: the adapter, no hop
     assert done.usage.output_tokens == 5 and requests_seen(emu)["gpt-4.1"] == 1
-    ingress._requests.count = 3  # others in flight: the provider's deployment takes it
+    assert ingress._local_calls == 0
+    # a stream made here holds the one local slot until it ends: a call meanwhile goes through the
+    # provider's deployment; once the stream is done, calls are made here again
+    stream = ingress._stream("openai", REQUEST)
+    first = await stream.__anext__()
+    assert first.text and ingress._local_calls == 1
     assert await ingress._complete("openai", REQUEST) == "through the deployment"
-    assert deployment.calls == 1 and requests_seen(emu)["gpt-4.1"] == 1
+    _ = [d async for d in stream]
+    assert ingress._local_calls == 0 and deployment.calls == 1
+    set_fault(emu, "gpt-4.1", kind="http_error", status=503)  # a failed call frees its slot too
+    with pytest.raises(ProviderError):
+        await ingress._complete("openai", REQUEST)
+    assert ingress._local_calls == 0 and deployment.calls == 1 and requests_seen(emu)["gpt-4.1"] == 3
+
+
+async def test_local_calls_bounds_the_calls_made_here_at_once(
+    config: FusionConfig, emu: EmulatorServer
+) -> None:
+    ingress = _ingress(config, emu, "api_providers_when_idle", local_calls=2)
+    ingress._providers["openai"] = deployment = _Deployment(ingress._cores["openai"].endpoints)
+    assert await ingress._check_endpoints_once() is False
+    streams = [ingress._stream("openai", REQUEST) for _ in range(2)]
+    for stream in streams:
+        await stream.__anext__()  # both made here: two slots
+    assert ingress._local_calls == 2 and requests_seen(emu)["gpt-4.1"] == 2
+    assert await ingress._complete("openai", REQUEST) == "through the deployment"  # the third
+    for stream in streams:
+        _ = [d async for d in stream]
+    done = await ingress._complete("openai", REQUEST)
+    assert done.usage.output_tokens == 5 and deployment.calls == 1 and ingress._local_calls == 0
 
 
 async def test_when_idle_waits_for_the_deployment_to_reach_the_same_endpoints(
@@ -128,7 +158,6 @@ async def test_when_idle_waits_for_the_deployment_to_reach_the_same_endpoints(
     live = ProviderCore("openai", emulated_config(config, emu.url)).endpoints
     assert live[0][2] == "live" and "sk-on-the-provider-node" not in str(live)  # a digest, not the key
     ingress._providers["openai"] = deployment = _Deployment(RuntimeError("not up yet"))
-    ingress._requests.count = 1
 
     # before any answer: through the deployment; a deployment that fails to answer keeps it pending
     assert await ingress._complete("openai", REQUEST) == "through the deployment"
@@ -173,6 +202,6 @@ async def test_when_idle_waits_for_the_deployment_to_reach_the_same_endpoints(
 
 async def test_in_ingress_calls_go_here_whatever_the_load(config: FusionConfig, emu: EmulatorServer) -> None:
     ingress = _ingress(config, emu)
-    ingress._requests.count = 5
+    ingress._local_calls = 5  # the bound of api_providers_when_idle does not apply
     done = await ingress._complete("openai", REQUEST)
     assert done.usage.output_tokens == 5 and requests_seen(emu)["gpt-4.1"] == 1
