@@ -118,8 +118,9 @@ def plan_route(
     row = config.routing.table[task]
     names = list(dict.fromkeys(getattr(row, slot) for slot in ("primary", "fallback", "cost_sensitive")))
     target = numeric_target(policy)
-    if target is None and policy == "auto" and config.routing.quality_target is not None:
-        target = (required_quality or {}).get(task.value, config.routing.quality_target[task])
+    tuned = config.routing.quality_target
+    if target is None and tuned is not None and reads_quality(policy, config):  # auto, per task type
+        target = (required_quality or {}).get(task.value, tuned[task])
     predicted = (
         _predicted(classification, config, names) if target is not None and not budget_pressure else {}
     )
