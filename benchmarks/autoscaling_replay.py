@@ -11,8 +11,9 @@ scaling factors, bounds, upscale/downscale delays; its clock patched to simulate
 - ``ray_tuned``: the same policy as Serve's docs advise for bursty traffic: metrics every 1 s over
   5 s, upscale delay 3 s, downscale 60, 120 or 300 s, upscaling factor 2;
 - ``predictive``: ``deployments.autoscaling.PredictivePolicy`` (its cache filled from a
-  ``serve_app.demand.DemandHub`` fed with the simulated arrivals, as the ingress feeds the actor),
-  metrics as ``ray_tuned``, upscale delay 0, downscale 60 or 0 s;
+  ``serve_app.demand.DemandHub`` fed with the simulated arrivals, as the ingress feeds the actor;
+  the shipped forecaster, its hourly variants included), metrics as ``ray_tuned``, upscale delay
+  0, downscale 60 or 0 s;
 - ``oracle``: knows the arrivals of the next cold start + 60 s and starts replicas exactly in time.
 
 The deployment: a request holds one of a replica's ``per_replica`` slots for ``service_s``; a new
@@ -57,6 +58,7 @@ from ray.serve.config import AutoscalingConfig, AutoscalingContext, AutoscalingP
 from benchmarks.report import pyplot
 from deployments.autoscaling import PredictivePolicy, replicas_for
 from predictors.forecast_eval import bin_arrivals, load_arrivals
+from serve_app.config import ForecastConfig
 from serve_app.demand import DemandHub
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -67,6 +69,8 @@ SLO_QUEUE_S = 2.0
 # already holds the capacity of the next cold start). The first is each policy's default.
 DOWNSCALE_DELAYS_S = {"ray_tuned": (60.0, 120.0, 300.0), "predictive": (60.0, 0.0)}
 NAME = "Provider_llama"
+# the hourly cycle the shipped forecaster learns beside its plain variant (serve_app/config.py)
+CYCLE_S = ForecastConfig().cycle_s
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,7 @@ def predictive_decider(
         alpha=0.8,
         quantile=dep.quantile,
         clock=hub_clock.time,
+        cycle_s=CYCLE_S,
     )
     offset = 0.0
     if history_rates:  # training days: one report per minute at the window's rate

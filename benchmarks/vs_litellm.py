@@ -217,6 +217,7 @@ def main() -> None:
         "fusion_api_providers_when_idle": ran.api_providers_when_idle,
         "fusion_api_providers_local_calls": ran.api_providers_local_calls,
         "fusion_serve_environment": serve_env,
+        "requests_per_round": {str(c): n for c, n in plan.items()},
         "machine": f"{os.cpu_count()} CPUs; emulator at 0 ms; closed loops from a Python client",
         "concurrency": {},
     }

@@ -30,10 +30,11 @@ class DemandForecasterActor:
         alpha: float,
         quantile: float,
         node_shapes: dict[str, tuple[dict[str, float], float, int]],
+        cycle_s: float = 0.0,
     ) -> None:
         """``node_shapes``: per GPU deployment, (one replica's resources, its target ongoing
         requests, its max replicas), for the cluster autoscaler request."""
-        self.hub = DemandHub(step_s, horizons_s, season_s, alpha, quantile)
+        self.hub = DemandHub(step_s, horizons_s, season_s, alpha, quantile, cycle_s=cycle_s)
         self.node_shapes = node_shapes
         self._requested: list[dict[str, float]] = []
         self._task = asyncio.get_running_loop().create_task(self._run())

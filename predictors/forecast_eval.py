@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from predictors.forecast import DemandForecaster, ForecastSettings, walk_forward
+from predictors.forecast import ForecastSettings, make_forecaster, walk_forward
 
 ALPHAS = (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
 BETAS = (0.0, 0.1)
@@ -70,7 +70,7 @@ def choose(
 
 def refit_times(series: Sequence[float | None], settings: ForecastSettings) -> list[float]:
     """Seconds per step for observe + forecast (the per-interval refit), profile refreshes included."""
-    model = DemandForecaster(settings)
+    model = make_forecaster(settings)
     times = []
     for value in series:
         start = time.perf_counter()
@@ -171,14 +171,19 @@ def evaluate_trace(
     horizon_s: float = 120.0,
     season_s: float = 86400.0,
     weight_field: str | None = None,
+    cycle_s: float = 3600.0,
 ) -> dict[str, Any]:
-    """``fusion forecast``: bin the trace, validate on the second quarter, test on the second half."""
+    """``fusion forecast``: bin the trace, validate on the second quarter, test on the second half.
+    The cycle variants (``cycle_s``, as the router's forecaster runs them) run where the trace
+    spans three cycles."""
     series = bin_arrivals(load_arrivals(path, timestamp_field, weight_field), step_s)
     if len(series) < 16:
         raise ValueError(f"the trace spans {len(series)} steps of {step_s:g}s; at least 16 are needed")
     season = int(season_s // step_s)
     horizon = max(1, round(horizon_s / step_s))
     has_season = len(series) >= 2 * season
+    cycle = int(cycle_s // step_s)
+    has_cycle = cycle > 1 and len(series) >= 3 * cycle
     naive = season if has_season else max(horizon, min(10, len(series) // 4))
     base = ForecastSettings(
         step_s=step_s,
@@ -187,6 +192,7 @@ def evaluate_trace(
         residual_window=max(8, len(series) // 2),
         min_residuals=min(12, max(4, len(series) // 8)),
         profile_refresh_steps=max(1, season // 10),
+        cycle_steps=cycle if has_cycle else 0,
     )
     figures, _ = evaluate(series, base, len(series) // 4, len(series) // 2, naive)
     figures.update({"steps": len(series), "step_s": step_s, "seasonal_naive_period_steps": naive})

@@ -156,6 +156,10 @@ def forecast(
     season_s: Annotated[
         float, typer.Option(min=0.001, help="seasonal period, used when the trace spans two of them")
     ] = 86400.0,
+    cycle_s: Annotated[
+        float,
+        typer.Option(min=0, help="the hourly cycle's variants run beside the plain forecast (0: none)"),
+    ] = 3600.0,
 ) -> None:
     """Evaluate the demand forecaster on a trace, as benchmarks/forecast.py does on the shared data:
     settings chosen on the second quarter, scored on the second half against last-value and
@@ -165,7 +169,7 @@ def forecast(
     from predictors.forecast_eval import evaluate_trace
 
     try:
-        figures = evaluate_trace(trace, timestamp_field, step_s, horizon_s, season_s, weight_field)
+        figures = evaluate_trace(trace, timestamp_field, step_s, horizon_s, season_s, weight_field, cycle_s)
     except OSError as exc:
         typer.echo(f"cannot read {trace}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None

@@ -289,6 +289,12 @@ class ForecastConfig(_Strict):
     season_s: float = Field(default=86400.0, gt=0, description="the seasonal cycle (a day)")
     alpha: float = Field(default=0.8, gt=0, le=1, description="level smoothing (chosen on servegen)")
     quantile: float = Field(default=0.9, gt=0, lt=1)
+    cycle_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="a shorter cycle inside the season (hourly jobs): forecast variants that learn it "
+        "run beside the plain one, and the one whose P90 scored best lately is used; 0: none",
+    )
     max_age_s: float | None = Field(
         default=None, gt=0, description="older forecasts are ignored (default: 3 steps)"
     )

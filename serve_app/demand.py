@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from predictors.forecast import DemandForecaster, ForecastSettings
+from predictors.forecast import DemandForecaster, ForecastSettings, SelectingForecaster, make_forecaster
 
 Report = dict[str, tuple[int, float, float]]  # deployment -> (calls, input tokens, busy seconds)
 
@@ -45,8 +45,8 @@ class ArrivalCounter:
 
 @dataclass
 class _Series:
-    calls: DemandForecaster
-    tokens: DemandForecaster
+    calls: DemandForecaster | SelectingForecaster
+    tokens: DemandForecaster | SelectingForecaster
     service_time_s: float | None = None  # exponentially weighted, from the reports
     pending: dict[int, list[float]] = field(default_factory=dict)  # step -> [calls, tokens, busy s]
 
@@ -62,6 +62,7 @@ class DemandHub:
         alpha: float = 0.8,
         quantile: float = 0.9,
         clock: Any = time.time,
+        cycle_s: float = 0.0,
     ) -> None:
         self.step_s = step_s
         self.horizons_s = horizons_s
@@ -69,6 +70,7 @@ class DemandHub:
         self.season_steps = int(season_s // step_s)
         self.alpha = alpha
         self.quantile = quantile
+        self.cycle_steps = int(cycle_s // step_s)
         self._series: dict[str, _Series] = {}
         self._next_step: int | None = None  # the first step not fed to the forecasters yet
         self.published: dict[str, dict[str, float]] = {}
@@ -86,13 +88,14 @@ class DemandHub:
             quantile=self.quantile,
             residual_window=max(30, min(1008, 7 * self.season_steps)),
             profile_refresh_steps=max(1, self.season_steps // 24),
+            cycle_steps=self.cycle_steps if self.cycle_steps > 1 else 0,
         )
 
     def _series_for(self, deployment: str) -> _Series:
         found = self._series.get(deployment)
         if found is None:
             s = self._settings(deployment)
-            found = self._series[deployment] = _Series(DemandForecaster(s), DemandForecaster(s))
+            found = self._series[deployment] = _Series(make_forecaster(s), make_forecaster(s))
         return found
 
     def record(self, report: Report, at: float | None = None) -> None:

@@ -229,6 +229,7 @@ class Ingress:
             alpha=fc.alpha,
             quantile=fc.quantile,
             node_shapes=shapes,
+            cycle_s=fc.cycle_s,
         )
 
     async def _report_arrivals(self) -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from deployments.autoscaling import replicas_for
 from deployments.forecaster import DemandForecasterActor
+from predictors.forecast import DemandForecaster, SelectingForecaster
+from serve_app.config import ForecastConfig
 from serve_app.demand import ArrivalCounter, DemandHub
 from tests.conftest import Clock
 
@@ -79,3 +81,23 @@ async def test_gpu_deployments_get_node_bundles_for_the_p90_forecast() -> None:
     assert actor.bundles() == [{"CPU": 4, "GPU": 1}] * 3  # 40 ongoing / 16 -> 3 (the max)
     actor.hub.published["Provider_llama"]["rate_p90_per_s"] = 0.0
     assert actor.bundles() == []  # demand gone: the request is withdrawn
+
+
+async def test_the_shipped_hourly_cycle_reaches_the_forecasters() -> None:
+    cycle_s = ForecastConfig().cycle_s
+    assert cycle_s == 3600
+    actor = DemandForecasterActor(
+        step_s=60,
+        horizons_s={"Provider_llama": 130},
+        season_s=86400,
+        alpha=0.8,
+        quantile=0.9,
+        node_shapes={},
+        cycle_s=cycle_s,
+    )
+    actor._task.cancel()
+    calls = actor.hub._series["Provider_llama"].calls
+    assert isinstance(calls, SelectingForecaster)
+    assert [m.s.cycle_steps for m in calls.models] == [0, 60, 60, 60]  # the plain one first
+    plain = DemandHub(step_s=60, horizons_s={"Provider_llama": 130}, cycle_s=0)
+    assert isinstance(plain._series["Provider_llama"].calls, DemandForecaster)
