@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,11 @@ async def closed_loop(
     total: int,
     check_model: str | None,
     headers: dict[str, str] | None = None,
+    kinds: Counter[str] | None = None,
 ) -> tuple[list[float], int, float]:
     """``total`` requests from ``concurrency`` workers; returns latencies (ms), errors, wall seconds.
+    ``kinds``, where given, counts the errors by kind: ``http <status>``, ``model <the one that
+    answered>``, or the client exception's class.
 
     The client is aiohttp, not httpx: on this 2-CPU machine httpx's connection pool became the
     bottleneck as concurrency grew (straight at the emulator, 894 req/s at 16 and 227 at 64 with a
@@ -64,13 +68,16 @@ async def closed_loop(
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def call() -> bool:
+        async def call() -> str | None:
+            """None when the answer is good, else what was wrong with it."""
             async with session.post(url, data=payload, headers=send_headers) as response:
                 await response.read()
-                ok = response.status == 200
-                if ok and check_model is not None:
-                    ok = response.headers.get("x-fusion-model") == check_model
-                return ok
+                if response.status != 200:
+                    return f"http {response.status}"
+                model = response.headers.get("x-fusion-model")
+                if check_model is not None and model != check_model:
+                    return f"model {model}"
+                return None
 
         async def warm() -> None:
             # one unmeasured request per worker opens its keep-alive connection
@@ -85,14 +92,16 @@ async def closed_loop(
                 issued += 1
                 start = time.perf_counter()
                 try:
-                    ok = await call()
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
+                    wrong = await call()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    wrong = type(exc).__name__
                 elapsed = (time.perf_counter() - start) * 1000
-                if ok:
+                if wrong is None:
                     latencies.append(elapsed)
                 else:
                     errors += 1
+                    if kinds is not None:
+                        kinds[wrong] += 1
 
         await asyncio.gather(*(warm() for _ in range(concurrency)))
         began = time.perf_counter()

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,8 +136,14 @@ def measure(
     out: dict[int, Any] = {}
     asyncio.run(closed_loop(url, body, 4, 40, check, headers))  # warm-up
     for conc, total in plan.items():
-        latencies, errors, wall = asyncio.run(closed_loop(url, body, conc, total, check, headers))
-        out[conc] = {"lat": latencies, "errors": errors, "rps": len(latencies) / wall if wall else 0.0}
+        kinds: Counter[str] = Counter()
+        latencies, errors, wall = asyncio.run(closed_loop(url, body, conc, total, check, headers, kinds))
+        out[conc] = {
+            "lat": latencies,
+            "errors": errors,
+            "error_kinds": kinds,
+            "rps": len(latencies) / wall if wall else 0.0,
+        }
     return out
 
 
@@ -234,6 +241,7 @@ def main() -> None:
         for kind in ("litellm", "fusion"):
             row[f"{kind}_rps"] = round(sum(r[kind][conc]["rps"] for r in rounds) / len(rounds), 1)
         row["fusion_errors"] = sum(r["fusion"][conc]["errors"] for r in rounds)
+        row["fusion_error_kinds"] = dict(sum((r["fusion"][conc]["error_kinds"] for r in rounds), Counter()))
         row["litellm_errors"] = sum(r["litellm"][conc]["errors"] for r in rounds)
         row["direct_p50_ms"] = round(percentile(pooled("direct", conc), 0.5), 2)
         result["concurrency"][str(conc)] = row

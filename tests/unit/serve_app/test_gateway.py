@@ -59,7 +59,11 @@ async def test_non_stream_falls_back(
         update={
             "providers": {
                 name: p.model_copy(update={"read_timeout_s": 0.5}) for name, p in cfg.providers.items()
-            }
+            },
+            # the order of fallback, not hedging: on a loaded machine the first attempt can pass the
+            # hedge delay (0.5 s) before its error, and the hedge beside it then takes gpt-4.1, so the
+            # error's fallback is gpt-4o-mini (seen once in CI)
+            "retry": cfg.retry.model_copy(update={"hedge_after_s": None}),
         }
     )
     gateway = inprocess_gateway(cfg)
