@@ -220,7 +220,10 @@ def _pinball(residuals: deque[float], q: float) -> float:
     return float(np.mean(np.maximum(q * d, (q - 1) * d)))
 
 
-def make_forecaster(settings: ForecastSettings) -> DemandForecaster | SelectingForecaster:
+Forecaster = DemandForecaster | SelectingForecaster  # what ``make_forecaster`` gives: observe, forecast
+
+
+def make_forecaster(settings: ForecastSettings) -> Forecaster:
     """The forecaster for ``settings``: with a cycle (``cycle_steps`` > 1), the plain one and one per
     rate in ``CYCLE_RATES`` side by side, chosen by their recent errors; else the plain one."""
     if settings.cycle_steps <= 1:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from predictors.forecast import DemandForecaster, ForecastSettings, SelectingForecaster, make_forecaster
+from predictors.forecast import Forecaster, ForecastSettings, make_forecaster
 
 Report = dict[str, tuple[int, float, float]]  # deployment -> (calls, input tokens, busy seconds)
 
@@ -45,8 +45,8 @@ class ArrivalCounter:
 
 @dataclass
 class _Series:
-    calls: DemandForecaster | SelectingForecaster
-    tokens: DemandForecaster | SelectingForecaster
+    calls: Forecaster
+    tokens: Forecaster
     service_time_s: float | None = None  # exponentially weighted, from the reports
     pending: dict[int, list[float]] = field(default_factory=dict)  # step -> [calls, tokens, busy s]
 
