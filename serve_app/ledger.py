@@ -124,7 +124,7 @@ class LedgerConfig(BaseModel):
         default="NORMAL", description="NORMAL survives a process crash; FULL also a power cut"
     )
     settle_interval_s: float = Field(
-        default=0.05, gt=0, description="ingress replicas send settlements in batches this often"
+        default=0.25, gt=0, description="ingress replicas send settlements in batches this often"
     )
     pin_to_head_node: bool = Field(default=True, description="keep the replica where its file is")
     retention_days: float | None = Field(
