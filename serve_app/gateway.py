@@ -29,6 +29,7 @@ from serve_app.errors import (
     ProviderTimeoutError,
 )
 from serve_app.health import HealthRegistry, Outcome
+from serve_app.loop_lag import LOCAL_LAG_SHARE
 from serve_app.pricing import bounded, request_worst_case_usd, unit_prices
 from serve_app.retry import HedgeBudget, backoff_s, cool_down_s, is_final
 from serve_app.route_info import Continuation, RouteInfo
@@ -67,8 +68,10 @@ class Gateway:
         stream: StreamProvider,
         health: HealthRegistry | None = None,
         rng: random.Random | None = None,
+        loop_lag: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
+        self.loop_lag = loop_lag  # seconds this replica's loop runs late (serve_app/loop_lag.py)
         self.retry = config.retry
         self.health = health or HealthRegistry(config.health)
         self._classify = classify
@@ -239,6 +242,11 @@ class Gateway:
 
     # -- attempts, hedged -----------------------------------------------------------------------------
 
+    def _congested(self, delay: float) -> bool:
+        """This replica's loop ran late by a tenth of ``delay`` or more in the last second: an
+        attempt slow by ``delay`` is slow because of us, and a hedge would only add to the load."""
+        return self.loop_lag is not None and self.loop_lag() >= LOCAL_LAG_SHARE * delay
+
     def _hedge_after(self, candidate: Candidate, stream: bool) -> float | None:
         """When an attempt counts as slow enough to start the next candidate beside it: twice the
         model's usual latency (time to first token for streams), never before hedge_after_s, and
@@ -271,6 +279,7 @@ class Gateway:
         prompt_tokens = _prompt_estimate(request)
         more = True
         hedging = True
+        held_until = 0.0  # a hedge held back while this replica's own loop is congested
 
         async def launch(hedge: bool = False) -> bool:
             nonlocal more
@@ -319,9 +328,14 @@ class Gateway:
                 can_hedge = (
                     hedging and more and hedge_at is not None and len(pending) < self.retry.max_in_flight
                 )
-                wait = max(0.0, newest[1] + hedge_at - time.monotonic()) if can_hedge and hedge_at else None
+                due = max(newest[1] + hedge_at, held_until) if can_hedge and hedge_at else None
+                wait = max(0.0, due - time.monotonic()) if due is not None else None
                 done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
+                    assert hedge_at is not None
+                    if self._congested(hedge_at):
+                        held_until = time.monotonic() + hedge_at  # slow because we are: look again later
+                        continue
                     if await launch(hedge=True):
                         info.hedged.append(newest[0].model)
                     else:
@@ -527,12 +541,16 @@ class StreamSession:
                 while True:
                     now = time.monotonic()
                     if spare is None and hedge_after is not None and now >= silent_since + hedge_after:
-                        if gw._hedges.try_hedge(now):
-                            exclude = self._failed_models() | {seg.candidate.model}
-                            spare = asyncio.create_task(
-                                gw._open_segment(self._continuation(), info, deadline, exclude)
-                            )
-                        hedge_after = None  # one spare per silence, and none over budget
+                        assert spare_after is not None
+                        if gw._congested(spare_after):  # silent because we are busy: look again later
+                            hedge_after = now - silent_since + spare_after
+                        else:
+                            if gw._hedges.try_hedge(now):
+                                exclude = self._failed_models() | {seg.candidate.model}
+                                spare = asyncio.create_task(
+                                    gw._open_segment(self._continuation(), info, deadline, exclude)
+                                )
+                            hedge_after = None  # one spare per silence, and none over budget
                     wake = silent_since + (timeout if hedge_after is None else hedge_after)
                     waiting: set[asyncio.Future[Any]] = {nxt} if spare is None else {nxt, spare}
                     done, _ = await asyncio.wait(

@@ -25,6 +25,7 @@ from serve_app.errors import ProviderConnectionError, ProviderError
 from serve_app.gateway import Gateway
 from serve_app.health import HealthRegistry
 from serve_app.in_flight import InFlight, InFlightCount
+from serve_app.loop_lag import LoopLag
 from serve_app.metrics import Metrics, RayBackend
 from serve_app.response_cache import CacheConfig, CachedAnswer
 
@@ -69,10 +70,19 @@ class Ingress:
         self._local_limit = d.api_providers_local_calls
         self._verdicts: dict[str, EndpointSummary] = {}
         self.health = HealthRegistry(config.health)
-        self.gateway = Gateway(config, self._classify, self._complete, self._stream, health=self.health)
+        self._lag = LoopLag()
+        self.gateway = Gateway(
+            config,
+            self._classify,
+            self._complete,
+            self._stream,
+            health=self.health,
+            loop_lag=self._lag.recent,
+        )
         self._board = board
         self._epoch = 0
         loop = asyncio.get_running_loop()
+        self._lag_task = loop.create_task(self._lag.run())
         self._sync_task = loop.create_task(self._sync_health())
         self._stats_task = loop.create_task(self._fetch_stats())
         self._endpoints_task = loop.create_task(self._check_endpoints())

@@ -237,3 +237,32 @@ async def test_a_stream_that_speaks_again_keeps_its_answer_and_drops_the_spare(
     assert requests_seen(emu).get(FALLBACK) == 1  # the spare continuation was started ...
     assert f"[{FALLBACK}]" not in text and not info.continuations  # ... and dropped when the primary spoke
     assert info.served_by.model == PRIMARY and not [a for a in info.attempts if a.error]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_no_hedge_while_the_replica_itself_is_congested(
+    config: FusionConfig, emu: EmulatorServer, stream: bool
+) -> None:
+    """A slow attempt on a replica whose own loop runs late is slow because of the replica: a hedge
+    would add load and answer from another model, so the gateway waits it out instead."""
+    gw = _gateway(config, emu, attempt_timeout_s=5.0, first_token_timeout_s=5.0, hedge_after_s=0.1)
+    lag = [0.0]
+    gw.loop_lag = lambda: lag[0]
+    set_fault(emu, PRIMARY, kind="timeout", delay_s=0.6)  # it answers, late
+    chat = _chat(stream=stream)
+    info = (await _stream_text(gw, chat))[1] if stream else await _complete(gw, chat)
+    assert info.hedged == [PRIMARY] and info.served_by.model == FALLBACK  # a replica keeping up hedges
+    lag[0] = 0.5  # seconds late in the last second: more than a tenth of the hedge's delay
+    info = (await _stream_text(gw, chat))[1] if stream else await _complete(gw, chat)
+    assert info.hedged == [] and info.served_by.model == PRIMARY
+
+
+async def test_no_spare_for_a_silent_stream_while_the_replica_is_congested(
+    config: FusionConfig, emu: EmulatorServer
+) -> None:
+    gw = _gateway(config, emu, inter_token_timeout_s=5.0, stall_hedge_after_s=0.1)
+    gw.loop_lag = lambda: 0.5
+    set_fault(emu, PRIMARY, kind="stall", after_tokens=3, delay_s=0.6)  # silent, then it speaks again
+    text, info = await _stream_text(gw, _chat(stream=True))
+    assert requests_seen(emu).get(FALLBACK) is None  # no spare continuation was started
+    assert f"[{FALLBACK}]" not in text and info.served_by.model == PRIMARY
