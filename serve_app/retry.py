@@ -24,7 +24,7 @@ at once; the first answer wins and the other attempt is cancelled. A hanging pro
 request about ``hedge_after_s`` instead of the full attempt timeout. Hedges are budgeted: at most
 ``hedge_budget`` of the requests of the last 10 s plus ``hedge_burst`` (the start of an incident
 needs several at once), so that an overloaded router, where everything is slow, does not double
-its own load.
+its own load; and none starts while the replica's own loop runs late (``serve_app/loop_lag.py``).
 
 Streams hedge mid-way too: a stream silent for ``stall_hedge_after_s`` after tokens were sent (at
 most half the inter-token timeout) starts its continuation on another candidate beside it, from the
