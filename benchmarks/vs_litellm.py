@@ -1,6 +1,7 @@
 """What do Fusion Router and LiteLLM's proxy each add to a call, measured side by side?
 
-    python -m benchmarks.vs_litellm [--rounds 2] [--requests-per-conc 1:150,16:600,64:1200]
+    python -m benchmarks.vs_litellm [--rounds 6] [--requests-per-conc 1:1200,16:600,64:1200]
+        [--no-haproxy] [--no-throughput-optimized]
 
 LiteLLM (pinned, ``LITELLM_VERSION``) is installed into its own virtual environment under
 ``$FUSION_CACHE_DIR`` (default ~/.cache/fusion-router; never a project dependency) the first time,
@@ -13,8 +14,12 @@ latency) serves all three paths, on the same model:
 - Fusion: the full graph on a local Ray (num_cpus=2), ``model: "auto"`` (the classifier and the
   routing policy run; the prompt routes to gpt-4o-mini, checked on every answer).
 
-Rounds interleave the three (direct, LiteLLM, Fusion, then again) with only one gateway up at a
-time; each runs closed loops of a bounded number of requests at concurrency 1, 16 and 64.
+Fusion runs in Serve's HAProxy ingress and throughput-optimized mode by default, as cluster.yaml
+ships it. Rounds interleave the three (direct, LiteLLM, Fusion, then again) with only one gateway up
+at a time; each runs closed loops of a bounded number of requests at concurrency 1, 16 and 64. This
+machine's CPU speed drifts over seconds (``benchmarks/machine_noise.py``), so the defaults keep
+each phase several seconds long and pool six rounds: a slow spell then falls on both gateways
+rather than deciding one side's percentile.
 Overhead = the gateway's percentile minus the direct path's in the same round; the figures pool
 the rounds and list each round's. Writes benchmarks/results/vs_litellm.json and vs_litellm.png.
 """
@@ -151,8 +156,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--requests-per-conc", default="1:150,16:600,64:1200")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests-per-conc", default="1:1200,16:600,64:1200")
     parser.add_argument(
         "--classifier-placement",
         choices=("deployment", "ingress", "adaptive"),
@@ -172,10 +177,16 @@ def main() -> None:
         "idle; default: the default config's)",
     )
     parser.add_argument(
-        "--haproxy", action="store_true", help="Serve's HAProxy ingress (serve_app/serve_modes.py)"
+        "--haproxy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Serve's HAProxy ingress (serve_app/serve_modes.py; on by default, as in cluster.yaml)",
     )
     parser.add_argument(
-        "--throughput-optimized", action="store_true", help="Serve's throughput-optimized mode"
+        "--throughput-optimized",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Serve's throughput-optimized mode (on by default, as in cluster.yaml)",
     )
     parser.add_argument("--out", default=str(RESULTS / "vs_litellm.json"))
     args = parser.parse_args()

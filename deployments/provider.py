@@ -10,9 +10,11 @@ instead of wrapped in Ray's task errors.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 
 from ray import serve
@@ -23,6 +25,7 @@ from deployments.providers.pool import EndpointPool
 from deployments.providers.registry import make_adapter
 from serve_app.config import FusionConfig
 from serve_app.errors import ProviderError
+from serve_app.loop_lag import LoopLag
 
 logger = logging.getLogger("ray.serve")
 
@@ -101,17 +104,29 @@ class ProviderCore:
 
 @serve.deployment
 class ProviderDeployment:
-    def __init__(self, provider: str, config: FusionConfig) -> None:
+    async def __init__(self, provider: str, config: FusionConfig) -> None:  # type: ignore[misc]  # Serve awaits it
         self.core = ProviderCore(provider, config)
         self.calls = 0
+        # every answer carries how late this replica's loop ran in the last second and how long the
+        # call had taken here: the ingress tells from them how much of a slow call was the hop and
+        # this replica, not the provider, and then holds its hedges back (serve_app/loop_lag.py)
+        self.lag = LoopLag()
+        self._lag_task = asyncio.get_running_loop().create_task(self.lag.run())
 
     async def complete(self, request: ProviderRequest) -> Completion | ProviderError:
         self.calls += 1
-        return await self.core.complete(request)
+        began = time.monotonic()
+        result = await self.core.complete(request)
+        if isinstance(result, Completion):
+            result.replica_lag_s, result.replica_s = self.lag.recent(), time.monotonic() - began
+        return result
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | ProviderError]:
         self.calls += 1
+        began = time.monotonic()
         async for item in self.core.stream(request):
+            if isinstance(item, StreamDelta):
+                item.replica_lag_s, item.replica_s = self.lag.recent(), time.monotonic() - began
             yield item
 
     def endpoints(self) -> EndpointSummary:

@@ -68,10 +68,12 @@ class Gateway:
         stream: StreamProvider,
         health: HealthRegistry | None = None,
         rng: random.Random | None = None,
-        loop_lag: Callable[[], float] | None = None,
+        loop_lag: Callable[[str], float] | None = None,
     ) -> None:
         self.config = config
-        self.loop_lag = loop_lag  # seconds this replica's loop runs late (serve_app/loop_lag.py)
+        # seconds late the loops serving a call to a provider run: this replica's, and the provider
+        # replica's for a call through its deployment (serve_app/loop_lag.py: Lateness)
+        self.loop_lag = loop_lag
         self.retry = config.retry
         self.health = health or HealthRegistry(config.health)
         self._classify = classify
@@ -242,10 +244,11 @@ class Gateway:
 
     # -- attempts, hedged -----------------------------------------------------------------------------
 
-    def _congested(self, delay: float) -> bool:
-        """This replica's loop ran late by a tenth of ``delay`` or more in the last second: an
-        attempt slow by ``delay`` is slow because of us, and a hedge would only add to the load."""
-        return self.loop_lag is not None and self.loop_lag() >= LOCAL_LAG_SHARE * delay
+    def _congested(self, delay: float, provider: str) -> bool:
+        """This replica's loop, or the loop of ``provider``'s replica that a call through its
+        deployment waits on, ran late by a tenth of ``delay`` or more in the last second: an attempt
+        slow by ``delay`` is slow because of us, and a hedge would only add to the load."""
+        return self.loop_lag is not None and self.loop_lag(provider) >= LOCAL_LAG_SHARE * delay
 
     def _hedge_after(self, candidate: Candidate, stream: bool) -> float | None:
         """When an attempt counts as slow enough to start the next candidate beside it: twice the
@@ -333,7 +336,7 @@ class Gateway:
                 done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     assert hedge_at is not None
-                    if self._congested(hedge_at):
+                    if self._congested(hedge_at, newest[0].provider):
                         held_until = time.monotonic() + hedge_at  # slow because we are: look again later
                         continue
                     if await launch(hedge=True):
@@ -542,8 +545,8 @@ class StreamSession:
                     now = time.monotonic()
                     if spare is None and hedge_after is not None and now >= silent_since + hedge_after:
                         assert spare_after is not None
-                        if gw._congested(spare_after):  # silent because we are busy: look again later
-                            hedge_after = now - silent_since + spare_after
+                        if gw._congested(spare_after, seg.candidate.provider):
+                            hedge_after = now - silent_since + spare_after  # silent because we are busy
                         else:
                             if gw._hedges.try_hedge(now):
                                 exclude = self._failed_models() | {seg.candidate.model}

@@ -16,8 +16,10 @@ Breaker states:
 
 Slow calls: when ``slow_call_threshold`` calls to a model have each been unanswered for
 ``slow_call_s`` (or ``slow_call_factor`` times the model's usual latency, when that is longer, so
-that queueing under load is not mistaken for a hang), the model leaves rotation until they end,
-and a hanging provider is passed over before the first attempt timeout fires. Latency feeds an
+that queueing under load is not mistaken for a hang; and longer by what the router itself adds
+right now, ``lateness``: the ingress replica's loop lag and the hop to the provider's deployment,
+``serve_app/loop_lag.py``), the model leaves rotation until they end, and a hanging provider is
+passed over before the first attempt timeout fires. Latency feeds an
 exponentially weighted mean per key (total, and to the first token).
 """
 
@@ -152,10 +154,14 @@ class HealthRegistry:
     """Breakers by key, with the outcomes recorded since the last sync kept for the board."""
 
     def __init__(
-        self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        config: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        lateness: Callable[[str], float] | None = None,
     ) -> None:
         self.config = config or BreakerConfig()
         self.clock = clock
+        self.lateness = lateness  # seconds the router itself adds to a call to this provider now
         self._breakers: dict[Key, CircuitBreaker] = {}
         self._pending: list[Outcome] = []
         self._in_flight: dict[Key, dict[int, float]] = {}
@@ -189,7 +195,8 @@ class HealthRegistry:
             return False
         b = self.breaker(key)
         usual = max(b.latency_ewma_s or 0.0, b.first_token_ewma_s or 0.0)
-        cutoff = self.clock() - max(self.config.slow_call_s, self.config.slow_call_factor * usual)
+        ours = self.lateness(key[0]) if self.lateness is not None else 0.0
+        cutoff = self.clock() - max(self.config.slow_call_s, self.config.slow_call_factor * usual) - ours
         return sum(1 for started in calls.values() if started <= cutoff) >= self.config.slow_call_threshold
 
     def latency(self, key: Key) -> float | None:

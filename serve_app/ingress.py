@@ -25,7 +25,7 @@ from serve_app.errors import ProviderConnectionError, ProviderError
 from serve_app.gateway import Gateway
 from serve_app.health import HealthRegistry
 from serve_app.in_flight import InFlight, InFlightCount
-from serve_app.loop_lag import LoopLag
+from serve_app.loop_lag import Lateness, LoopLag
 from serve_app.metrics import Metrics, RayBackend
 from serve_app.response_cache import CacheConfig, CachedAnswer
 
@@ -69,15 +69,16 @@ class Ingress:
         self._local_calls = 0  # calls made by this replica's own adapters right now
         self._local_limit = d.api_providers_local_calls
         self._verdicts: dict[str, EndpointSummary] = {}
-        self.health = HealthRegistry(config.health)
         self._lag = LoopLag()
+        self._lateness = Lateness(self._lag)  # and the provider replicas', stamped on their answers
+        self.health = HealthRegistry(config.health, lateness=self._lateness)
         self.gateway = Gateway(
             config,
             self._classify,
             self._complete,
             self._stream,
             health=self.health,
-            loop_lag=self._lag.recent,
+            loop_lag=self._lateness,
         )
         self._board = board
         self._epoch = 0
@@ -305,6 +306,8 @@ class Ingress:
                     self._local_calls -= 1
             else:
                 result = await self._providers[provider].complete.remote(request)
+                if isinstance(result, Completion):
+                    self._lateness.report(provider, result, time.monotonic() - started)
         except RayError as exc:
             raise _replica_error(provider, request, exc) from exc
         finally:
@@ -335,6 +338,7 @@ class Ingress:
             async for item in generator:
                 if isinstance(item, ProviderError):
                     raise item
+                self._lateness.report(provider, item, time.monotonic() - started)
                 yield item
             finished = True
         except RayError as exc:

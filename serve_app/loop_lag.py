@@ -6,11 +6,25 @@ its turn behind dozens of other requests on the loop), the provider is not slow:
 work where there is no CPU to spare, answers from another, usually dearer, model, and charges the
 overtaken model a failure in its breaker. ``LoopLag`` samples how late a short sleep wakes; the
 gateway holds a hedge back while the worst lag of the last second is a tenth of the hedge's delay
-or more (``LOCAL_LAG_SHARE``).
+or more (``LOCAL_LAG_SHARE``). A wake-up still overdue counts too: when the loop stalls (a long
+synchronous step, a collection, the machine pausing the process), the gateway's hedge timer and the
+sampler's sleep both fall due in the stall, and the gateway may run first; the sampler's overdue
+sleep then shows the stall before the sampler has measured it.
 
-Seen before it (``benchmarks/README.md``): at 64 concurrent requests on a 2-CPU machine, with the
+The same holds one hop further: a call that goes through a provider's deployment (the calls beyond
+``api_providers_local_calls``) is slow when the hop is, whatever the provider does. Each provider
+replica stamps on every answer how late its own loop ran in the last second (``replica_lag_s``) and
+how long the call had taken it (``replica_s``); the ingress's elapsed time less the latter is what
+the hop added (Ray's queues and transport, and both processes waiting for a core). ``Lateness``
+keeps, per provider, the worst of these over the last second beside the ingress replica's own lag,
+and the gateway asks it for the provider of the attempt it would hedge.
+
+Seen before them (``benchmarks/README.md``): at 64 concurrent requests on a 2-CPU machine, with the
 emulator answering at once, 11 of 4,800 answers came from the coding row's primary model instead of
-its cost-sensitive one, each a hedge started by the replica's own queueing.
+its cost-sensitive one, each a hedge started by the ingress replica's own queueing (session 17);
+then, with that guarded, 2 and 11 of 7,200 in two runs: hedges over calls that took 0.3-0.5 s
+through the openai provider's deployment, of which its replica's loop accounted for 5-70 ms and the
+ingress's loop for 30-100 ms; the rest was the hop (session 18).
 """
 
 from __future__ import annotations
@@ -19,8 +33,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 LOCAL_LAG_SHARE = 0.1  # a hedge waits while the loop's recent lag is at least this share of its delay
+
+
+class Stamped(Protocol):
+    """What a provider replica writes on each answer (``Completion``, ``StreamDelta``)."""
+
+    replica_lag_s: float
+    replica_s: float
 
 
 class LoopLag:
@@ -33,6 +55,7 @@ class LoopLag:
         self.window_s = window_s
         self._clock = clock
         self._samples: deque[tuple[float, float]] = deque()  # (when, lag), lags decreasing
+        self._asleep_since: float | None = None  # when the sampler's pending sleep began
 
     def observe(self, lag_s: float, now: float) -> None:
         """One sample. Older samples no larger than it can never be the maximum again: dropped."""
@@ -42,18 +65,54 @@ class LoopLag:
         self._expire(now)
 
     def recent(self) -> float:
-        """The largest lag seen in the last ``window_s`` (0 when none)."""
-        self._expire(self._clock())
-        return self._samples[0][1] if self._samples else 0.0
+        """The largest lag seen in the last ``window_s``, or how overdue the sampler's pending
+        wake-up already is, whichever is larger (0 when neither)."""
+        now = self._clock()
+        self._expire(now)
+        worst = self._samples[0][1] if self._samples else 0.0
+        if self._asleep_since is not None:
+            worst = max(worst, now - self._asleep_since - self.interval_s)
+        return worst
 
     def _expire(self, now: float) -> None:
         while self._samples and self._samples[0][0] < now - self.window_s:
             self._samples.popleft()
 
+    def clock(self) -> float:
+        return self._clock()
+
     async def run(self) -> None:
         """Sample forever on the running loop (one sleep every ``interval_s``)."""
         while True:
-            began = self._clock()
+            began = self._asleep_since = self._clock()
             await asyncio.sleep(self.interval_s)
             now = self._clock()
+            self._asleep_since = None
             self.observe(max(0.0, now - began - self.interval_s), now)
+
+
+class Lateness:
+    """How late the loops serving a call to ``provider`` run: the worst of this replica's own
+    (``own``) and, over the last window, of how much of each call through that provider's deployment
+    was spent on our side of it (``report``). Called by the gateway with the provider of the attempt
+    it would hedge."""
+
+    def __init__(self, own: LoopLag) -> None:
+        self.own = own
+        self._reported: dict[str, LoopLag] = {}
+
+    def report(self, provider: str, answer: Stamped, elapsed_s: float) -> None:
+        """An answer (or a stream's item) from ``provider``'s deployment, ``elapsed_s`` after this
+        replica sent the call: what the hop added (our elapsed time less the provider replica's,
+        ``replica_s``: the call's way there and the answer's way back, Ray's queues and both
+        processes' turns for the CPU included) or how late that replica's loop ran
+        (``replica_lag_s``), whichever is more."""
+        ours = max(answer.replica_lag_s, elapsed_s - answer.replica_s)
+        window = self._reported.get(provider)
+        if window is None:
+            window = self._reported[provider] = LoopLag(window_s=self.own.window_s, clock=self.own.clock)
+        window.observe(ours, window.clock())
+
+    def __call__(self, provider: str) -> float:
+        window = self._reported.get(provider)
+        return max(self.own.recent(), window.recent() if window is not None else 0.0)

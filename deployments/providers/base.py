@@ -142,6 +142,11 @@ class Completion:
     usage: Usage
     provider_model: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # for a call through a provider's deployment (0 for one made in the ingress): how late that
+    # replica's loop ran over the last second, and how long it had spent on the call when it sent
+    # this; the ingress's hedge guard reads both (serve_app/loop_lag.py: Lateness)
+    replica_lag_s: float = 0.0
+    replica_s: float = 0.0
 
 
 @dataclass
@@ -164,6 +169,8 @@ class StreamDelta:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    replica_lag_s: float = 0.0  # as Completion's
+    replica_s: float = 0.0
 
 
 @dataclass(frozen=True)

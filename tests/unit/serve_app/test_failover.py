@@ -243,16 +243,21 @@ async def test_a_stream_that_speaks_again_keeps_its_answer_and_drops_the_spare(
 async def test_no_hedge_while_the_replica_itself_is_congested(
     config: FusionConfig, emu: EmulatorServer, stream: bool
 ) -> None:
-    """A slow attempt on a replica whose own loop runs late is slow because of the replica: a hedge
-    would add load and answer from another model, so the gateway waits it out instead."""
+    """A slow attempt on a replica whose own loop runs late (or whose provider's replica does, for a
+    call through its deployment) is slow because of us: a hedge would add load and answer from
+    another model, so the gateway waits it out instead. The lag asked for is the attempt's provider's."""
     gw = _gateway(config, emu, attempt_timeout_s=5.0, first_token_timeout_s=5.0, hedge_after_s=0.1)
-    lag = [0.0]
-    gw.loop_lag = lambda: lag[0]
+    primary, fallback = config.models[PRIMARY].provider, config.models[FALLBACK].provider
+    lag: dict[str, float] = {}
+    gw.loop_lag = lambda provider: lag.get(provider, 0.0)
     set_fault(emu, PRIMARY, kind="timeout", delay_s=0.6)  # it answers, late
     chat = _chat(stream=stream)
     info = (await _stream_text(gw, chat))[1] if stream else await _complete(gw, chat)
     assert info.hedged == [PRIMARY] and info.served_by.model == FALLBACK  # a replica keeping up hedges
-    lag[0] = 0.5  # seconds late in the last second: more than a tenth of the hedge's delay
+    lag[fallback] = 0.5  # late, but not on the slow attempt's way
+    info = (await _stream_text(gw, chat))[1] if stream else await _complete(gw, chat)
+    assert info.hedged == [PRIMARY] and info.served_by.model == FALLBACK
+    lag[primary] = 0.5  # seconds late in the last second: more than a tenth of the hedge's delay
     info = (await _stream_text(gw, chat))[1] if stream else await _complete(gw, chat)
     assert info.hedged == [] and info.served_by.model == PRIMARY
 
@@ -261,7 +266,7 @@ async def test_no_spare_for_a_silent_stream_while_the_replica_is_congested(
     config: FusionConfig, emu: EmulatorServer
 ) -> None:
     gw = _gateway(config, emu, inter_token_timeout_s=5.0, stall_hedge_after_s=0.1)
-    gw.loop_lag = lambda: 0.5
+    gw.loop_lag = lambda provider: 0.5
     set_fault(emu, PRIMARY, kind="stall", after_tokens=3, delay_s=0.6)  # silent, then it speaks again
     text, info = await _stream_text(gw, _chat(stream=True))
     assert requests_seen(emu).get(FALLBACK) is None  # no spare continuation was started

@@ -92,3 +92,19 @@ def test_hanging_calls_take_a_model_out_of_rotation_before_any_timeout() -> None
     reg.end(KEY, tokens[0])
     assert reg.allow(KEY)  # two slow calls are under the threshold
     assert reg.breaker(KEY).state == "closed"  # slowness alone does not trip the breaker
+
+
+def test_a_call_is_slow_only_beyond_what_the_router_itself_adds_now() -> None:
+    """Calls that wait on our own queues (the ingress's loop, the hop to a provider's deployment)
+    are not the provider hanging: the slow-call cutoff moves by the router's current lateness."""
+    reg, clock = _registry(slow_call_s=0.5, slow_call_threshold=3)
+    ours = {"anthropic": 0.4}
+    reg.lateness = lambda provider: ours.get(provider, 0.0)
+    for _ in range(3):
+        reg.begin(KEY)
+    clock.now += 0.6
+    assert reg.allow(KEY)  # 0.6 s unanswered, of which we may have added 0.4
+    clock.now += 0.35
+    assert not reg.allow(KEY)  # 0.95 s: longer than our share explains
+    ours["anthropic"] = 0.6
+    assert reg.allow(KEY)

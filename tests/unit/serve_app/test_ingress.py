@@ -3,17 +3,19 @@ api_providers_when_idle with api_providers_local_calls), without Ray."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
-from deployments.providers.base import ChatMessage, ProviderRequest
+from deployments.providers.base import ChatMessage, Completion, ProviderRequest, StreamDelta, Usage
 from serve_app.config import FusionConfig
 from serve_app.emulator import EmulatorServer
 from serve_app.errors import ProviderError
 from serve_app.in_flight import InFlightCount
 from serve_app.ingress import Ingress
+from serve_app.loop_lag import Lateness, LoopLag
 from tests.conftest import requests_seen, set_fault
 from tests.unit.serve_app.inprocess import emulated_config
 
@@ -36,6 +38,7 @@ class _Ingress:
         self._providers: dict[str, Any] = {}
         self._streams: dict[str, Any] = {}
         self._arrivals = None
+        self._lateness = Lateness(LoopLag())
 
     _plain: Any = Ingress
     _core = _plain.func_or_class._core
@@ -205,3 +208,54 @@ async def test_in_ingress_calls_go_here_whatever_the_load(config: FusionConfig, 
     ingress._local_calls = 5  # the bound of api_providers_when_idle does not apply
     done = await ingress._complete("openai", REQUEST)
     assert done.usage.output_tokens == 5 and requests_seen(emu)["gpt-4.1"] == 1
+
+
+class _Answering:
+    """A provider deployment's handles that give stamped answers: one completion, one stream."""
+
+    def __init__(self, completion: Completion, deltas: list[StreamDelta], hop_s: float = 0.0) -> None:
+        self.complete = _Method(self._complete)
+        self.stream = _Method(self._stream)
+        self.completion, self.deltas, self.hop_s = completion, deltas, hop_s
+
+    async def _complete(self, request: ProviderRequest) -> Completion:
+        await asyncio.sleep(self.hop_s)  # the way there and back, outside the provider replica's call
+        return self.completion
+
+    def _stream(self, request: ProviderRequest) -> Any:
+        deltas = self.deltas
+
+        class _Generator:
+            def __aiter__(self) -> Any:
+                return self._items()
+
+            async def _items(self) -> Any:
+                for delta in deltas:
+                    yield delta
+
+            def cancel(self) -> None:
+                pass
+
+        return _Generator()
+
+
+async def test_answers_through_a_deployment_report_what_the_hop_added(
+    config: FusionConfig, emu: EmulatorServer
+) -> None:
+    """The hedge guard learns, per provider, how much of a call through its deployment was spent on
+    our side of the hop, from the stamps on the answers; a call made here carries none (this
+    replica's own lag covers it)."""
+    ingress = _ingress(config, emu, "api_providers_when_idle")  # no endpoint check: every call hops
+    stamped = Completion("hi", "stop", Usage(), replica_lag_s=0.3)
+    ingress._providers["openai"] = _Answering(stamped, [])
+    deltas = [StreamDelta(text="a", replica_lag_s=0.2), StreamDelta(finish_reason="stop", replica_lag_s=0.1)]
+    ingress._streams["anthropic"] = _Answering(stamped, deltas)
+    assert ingress._lateness("openai") == ingress._lateness("anthropic") == 0.0
+    assert await ingress._complete("openai", REQUEST) is stamped
+    assert ingress._lateness("openai") == 0.3 and ingress._lateness("anthropic") == 0.0
+    assert [d.text async for d in ingress._stream("anthropic", REQUEST)] == ["a", ""]
+    assert ingress._lateness("anthropic") == 0.2
+    slow_hop = Completion("hi", "stop", Usage(), replica_s=0.01)  # the replica's call took 10 ms ...
+    ingress._providers["google"] = _Answering(slow_hop, [], hop_s=0.2)  # ... the whole call 200 more
+    await ingress._complete("google", REQUEST)
+    assert ingress._lateness("google") >= 0.19
