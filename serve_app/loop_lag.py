@@ -22,9 +22,11 @@ and the gateway asks it for the provider of the attempt it would hedge.
 Seen before them (``benchmarks/README.md``): at 64 concurrent requests on a 2-CPU machine, with the
 emulator answering at once, 11 of 4,800 answers came from the coding row's primary model instead of
 its cost-sensitive one, each a hedge started by the ingress replica's own queueing (session 17);
-then, with that guarded, 2 and 11 of 7,200 in two runs: hedges over calls that took 0.3-0.5 s
+then, with that guarded, 2 and 11 of 7,200 in two runs (session 18): calls that took 0.3-0.5 s
 through the openai provider's deployment, of which its replica's loop accounted for 5-70 ms and the
-ingress's loop for 30-100 ms; the rest was the hop (session 18).
+ingress's loop for 30-100 ms, the rest being the hop, were hedged, or (read from the code, not
+logged) counted as hanging by the slow-call detector, which discounts the same lateness now
+(``serve_app/health.py``).
 """
 
 from __future__ import annotations
