@@ -107,9 +107,10 @@ class ProviderDeployment:
     async def __init__(self, provider: str, config: FusionConfig) -> None:  # type: ignore[misc]  # Serve awaits it
         self.core = ProviderCore(provider, config)
         self.calls = 0
-        # every answer carries how late this replica's loop ran in the last second and how long the
-        # call had taken here: the ingress tells from them how much of a slow call was the hop and
-        # this replica, not the provider, and then holds its hedges back (serve_app/loop_lag.py)
+        # every answer (and stream item) carries how late this replica's loop ran in the last second
+        # and how long the call had taken here: the ingress tells from them (a stream's first item)
+        # how much of a slow call was the hop and this replica, not the provider, and then holds its
+        # hedges back (serve_app/loop_lag.py)
         self.lag = LoopLag()
         self._lag_task = asyncio.get_running_loop().create_task(self.lag.run())
 

@@ -333,12 +333,14 @@ class Ingress:
             return
         generator: DeploymentResponseGenerator = self._streams[provider].stream.remote(request)  # type: ignore[assignment]
         started = time.monotonic()
-        finished = False
+        finished = first = False
         try:
             async for item in generator:
                 if isinstance(item, ProviderError):
                     raise item
-                self._lateness.report(provider, item, time.monotonic() - started)
+                if not first:  # later items also wait on our client's reading pace: not the hop's
+                    first = True
+                    self._lateness.report(provider, item, time.monotonic() - started)
                 yield item
             finished = True
         except RayError as exc:

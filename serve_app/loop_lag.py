@@ -104,11 +104,11 @@ class Lateness:
         self._reported: dict[str, LoopLag] = {}
 
     def report(self, provider: str, answer: Stamped, elapsed_s: float) -> None:
-        """An answer (or a stream's item) from ``provider``'s deployment, ``elapsed_s`` after this
-        replica sent the call: what the hop added (our elapsed time less the provider replica's,
-        ``replica_s``: the call's way there and the answer's way back, Ray's queues and both
-        processes' turns for the CPU included) or how late that replica's loop ran
-        (``replica_lag_s``), whichever is more."""
+        """An answer (or a stream's first item: later ones also wait on the client's reading pace)
+        from ``provider``'s deployment, ``elapsed_s`` after this replica sent the call: what the hop
+        added (our elapsed time less the provider replica's, ``replica_s``: the call's way there and
+        the answer's way back, Ray's queues and both processes' turns for the CPU included) or how
+        late that replica's loop ran (``replica_lag_s``), whichever is more."""
         ours = max(answer.replica_lag_s, elapsed_s - answer.replica_s)
         window = self._reported.get(provider)
         if window is None:

@@ -248,13 +248,13 @@ async def test_answers_through_a_deployment_report_what_the_hop_added(
     ingress = _ingress(config, emu, "api_providers_when_idle")  # no endpoint check: every call hops
     stamped = Completion("hi", "stop", Usage(), replica_lag_s=0.3)
     ingress._providers["openai"] = _Answering(stamped, [])
-    deltas = [StreamDelta(text="a", replica_lag_s=0.2), StreamDelta(finish_reason="stop", replica_lag_s=0.1)]
+    deltas = [StreamDelta(text="a", replica_lag_s=0.2), StreamDelta(finish_reason="stop", replica_lag_s=0.7)]
     ingress._streams["anthropic"] = _Answering(stamped, deltas)
     assert ingress._lateness("openai") == ingress._lateness("anthropic") == 0.0
     assert await ingress._complete("openai", REQUEST) is stamped
     assert ingress._lateness("openai") == 0.3 and ingress._lateness("anthropic") == 0.0
     assert [d.text async for d in ingress._stream("anthropic", REQUEST)] == ["a", ""]
-    assert ingress._lateness("anthropic") == 0.2
+    assert ingress._lateness("anthropic") == 0.2  # the first item's: later ones wait on our client too
     slow_hop = Completion("hi", "stop", Usage(), replica_s=0.01)  # the replica's call took 10 ms ...
     ingress._providers["google"] = _Answering(slow_hop, [], hop_s=0.2)  # ... the whole call 200 more
     await ingress._complete("google", REQUEST)
