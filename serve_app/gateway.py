@@ -282,7 +282,7 @@ class Gateway:
         prompt_tokens = _prompt_estimate(request)
         more = True
         hedging = True
-        held_until = 0.0  # a hedge held back while this replica's own loop is congested
+        held_until = 0.0  # a hedge held back while the router itself is congested (_congested)
 
         async def launch(hedge: bool = False) -> bool:
             nonlocal more

@@ -333,13 +333,13 @@ class Ingress:
             return
         generator: DeploymentResponseGenerator = self._streams[provider].stream.remote(request)  # type: ignore[assignment]
         started = time.monotonic()
-        finished = first = False
+        finished = reported = False
         try:
             async for item in generator:
                 if isinstance(item, ProviderError):
                     raise item
-                if not first:  # later items also wait on our client's reading pace: not the hop's
-                    first = True
+                if not reported:  # later items also wait on our client's reading pace: not the hop's
+                    reported = True
                     self._lateness.report(provider, item, time.monotonic() - started)
                 yield item
             finished = True

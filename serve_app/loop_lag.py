@@ -47,41 +47,50 @@ class Stamped(Protocol):
     replica_s: float
 
 
-class LoopLag:
-    """The worst wake-up delay of a periodic sleep over the last ``window_s``."""
+class WindowMax:
+    """The largest value observed over the last ``window_s`` (0 when none)."""
 
-    def __init__(
-        self, interval_s: float = 0.05, window_s: float = 1.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.interval_s = interval_s
+    def __init__(self, window_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self._clock = clock
-        self._samples: deque[tuple[float, float]] = deque()  # (when, lag), lags decreasing
-        self._asleep_since: float | None = None  # when the sampler's pending sleep began
+        self._samples: deque[tuple[float, float]] = deque()  # (when, value), values decreasing
 
-    def observe(self, lag_s: float, now: float) -> None:
+    def clock(self) -> float:
+        return self._clock()
+
+    def observe(self, value: float, now: float) -> None:
         """One sample. Older samples no larger than it can never be the maximum again: dropped."""
-        while self._samples and self._samples[-1][1] <= lag_s:
+        while self._samples and self._samples[-1][1] <= value:
             self._samples.pop()
-        self._samples.append((now, lag_s))
+        self._samples.append((now, value))
         self._expire(now)
 
     def recent(self) -> float:
-        """The largest lag seen in the last ``window_s``, or how overdue the sampler's pending
-        wake-up already is, whichever is larger (0 when neither)."""
-        now = self._clock()
-        self._expire(now)
-        worst = self._samples[0][1] if self._samples else 0.0
-        if self._asleep_since is not None:
-            worst = max(worst, now - self._asleep_since - self.interval_s)
-        return worst
+        self._expire(self._clock())
+        return self._samples[0][1] if self._samples else 0.0
 
     def _expire(self, now: float) -> None:
         while self._samples and self._samples[0][0] < now - self.window_s:
             self._samples.popleft()
 
-    def clock(self) -> float:
-        return self._clock()
+
+class LoopLag(WindowMax):
+    """The worst wake-up delay of a periodic sleep over the last ``window_s``."""
+
+    def __init__(
+        self, interval_s: float = 0.05, window_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(window_s, clock)
+        self.interval_s = interval_s
+        self._asleep_since: float | None = None  # when the sampler's pending sleep began
+
+    def recent(self) -> float:
+        """The largest lag seen in the last ``window_s``, or how overdue the sampler's pending
+        wake-up already is, whichever is larger (0 when neither)."""
+        worst = super().recent()
+        if self._asleep_since is not None:
+            worst = max(worst, self._clock() - self._asleep_since - self.interval_s)
+        return worst
 
     async def run(self) -> None:
         """Sample forever on the running loop (one sleep every ``interval_s``)."""
@@ -101,7 +110,7 @@ class Lateness:
 
     def __init__(self, own: LoopLag) -> None:
         self.own = own
-        self._reported: dict[str, LoopLag] = {}
+        self._reported: dict[str, WindowMax] = {}
 
     def report(self, provider: str, answer: Stamped, elapsed_s: float) -> None:
         """An answer (or a stream's first item: later ones also wait on the client's reading pace)
@@ -112,7 +121,7 @@ class Lateness:
         ours = max(answer.replica_lag_s, elapsed_s - answer.replica_s)
         window = self._reported.get(provider)
         if window is None:
-            window = self._reported[provider] = LoopLag(window_s=self.own.window_s, clock=self.own.clock)
+            window = self._reported[provider] = WindowMax(self.own.window_s, self.own.clock)
         window.observe(ours, window.clock())
 
     def __call__(self, provider: str) -> float:
