@@ -267,7 +267,9 @@ def _text(row: dict[str, str]) -> str:
         return row["prompt"]
 
 
-def routerbench() -> dict[str, Any]:
+def routerbench_rows() -> tuple[list[str], list[dict[str, str]], list[dict[str, str]]]:
+    """The 11 models, and the train and test rows as scored: no test prompt in train, no duplicate
+    ids, no test row with an unknown score."""
     train, test = routerbench_split("train"), routerbench_split("test")
     models = [c for c in train[0] if "|" not in c and c not in ("", "sample_id", "prompt", "eval_name")]
     models = [m for m in models if f"{m}|total_cost" in train[0] and m != "oracle_model_to_route_to"]
@@ -287,14 +289,21 @@ def routerbench() -> dict[str, Any]:
             continue
         seen.add(r["sample_id"])
         clean_test.append(r)
+    return models, clean_train, clean_test
+
+
+def score_matrix(rows: list[dict[str, str]], models: list[str], suffix: str = "") -> Array:
+    """One column per model: its score (or, with ``suffix="|total_cost"``, its cost); NaN unknown."""
+    return np.array(
+        [[float(r[m + suffix]) if r[m + suffix] not in ("", "nan") else np.nan for m in models] for r in rows]
+    )
+
+
+def routerbench() -> dict[str, Any]:
+    models, clean_train, clean_test = routerbench_rows()
 
     def matrix(rows: list[dict[str, str]], suffix: str = "") -> Array:
-        return np.array(
-            [
-                [float(r[m + suffix]) if r[m + suffix] not in ("", "nan") else np.nan for m in models]
-                for r in rows
-            ]
-        )
+        return score_matrix(rows, models, suffix)
 
     return evaluate_routerbench(models, clean_train, clean_test, matrix)
 
