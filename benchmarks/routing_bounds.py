@@ -16,9 +16,10 @@ test split itself, so each is a bound that a router trained without it can only 
   router knows) on the router's features (the first 64 tokens' embedding, length, digits) and on
   the question alone (the prompt's last paragraph, after the few-shot examples).
 
-MT-Bench (the goal: APGR above RouteLLM's 0.802): the APGR of the oracle order, of ordering by each
-MT-Bench category's mean score gap fitted on the scored items themselves (the best that knowing
-the category can give; ties in random order, 200 draws), and how much of the gap a few items carry.
+MT-Bench as RouteLLM scores it (the goal: APGR above its 0.802; a question routed on its first
+turn): the APGR of the oracle order, of ordering by each MT-Bench category's mean score gap fitted
+on the scored questions themselves (what knowing the category can give; ties in random order, 200
+draws), and how much of the gap a few questions carry.
 
 Writes benchmarks/results/routing_bounds.json and routing_bounds.png.
 """

@@ -8,9 +8,11 @@ Features of a prompt: its MiniLM embedding (the classifier's), its length and it
 RouteLLM's evaluation sets (GPT-4-1106 vs Mixtral-8x7B; MT-Bench judge scores, GSM8K and MMLU
 correctness): the predictor learns the probability that the weak model's answer is worse than the
 strong one's; the router sends the prompts it ranks highest
-to the strong model. An MT-Bench item (question, turn) is read as the router reads a conversation:
-its last user turn. 5-fold by prompt (MT-Bench: by question, both turns together), after dropping
-RouteLLM's contaminated prompts; every prompt is scored by a model that never saw it. Each fold's
+to the strong model. MT-Bench as RouteLLM scores it: a question routed once on its first turn, the
+routed model's two turns' judgments averaged (``mt_bench``); and, as this router meets a
+conversation, each (question, turn) routed on its last user turn (``mt_bench_per_turn``). 5-fold by
+prompt (MT-Bench: by question, both turns together), after dropping RouteLLM's contaminated
+prompts; every prompt is scored by a model that never saw it. Each fold's
 training may borrow the same two models' pairs from the other sets (the other two RouteLLM sets and
 RouterBench's training split, where GPT-4-1106 and Mixtral-8x7B are also scored), at weight 0 or 0.2
 against its own rows, whichever routes better in a 3-fold split of that fold's training part
@@ -89,7 +91,8 @@ def _drop(prompts: list[str], bad: list[str]) -> list[bool]:
     return [not any(p.strip()[:200].startswith(b[:120]) for b in bad) for p in prompts]
 
 
-def mt_bench() -> tuple[list[str], Array, Array, list[int]]:
+def _mt_bench_turns() -> tuple[dict[int, list[str]], dict[tuple[int, int], dict[str, float]]]:
+    """MT-Bench's questions (id -> user turns) and the judge's score per (question, turn) and model."""
     questions = {}
     for line in (DATA / "mt-bench" / "mt_bench_question.jsonl").open():
         q = json.loads(line)
@@ -101,6 +104,33 @@ def mt_bench() -> tuple[list[str], Array, Array, list[int]]:
             continue
         model = STRONG if "gpt-4" in j["model"] else WEAK
         scores.setdefault((j["question_id"], j["turn"]), {})[model] = float(j["score"])
+    return questions, scores
+
+
+def mt_bench() -> tuple[list[str], Array, Array, list[int]]:
+    """RouteLLM's protocol (``routellm/evals/benchmarks.py``): a question is routed once, on its
+    first turn; the routed model answers both turns, scored by the mean of the two judgments. A
+    question is dropped when either turn is in RouteLLM's contaminated list."""
+    questions, scores = _mt_bench_turns()
+    bad = {
+        json.loads(line)["eval_prompt"]
+        for line in (DATA / "routellm-evals" / "mt_bench_contaminated_prompts.jsonl").open()
+    }
+    qids = sorted(
+        q
+        for q, turns in questions.items()
+        if not bad & set(turns) and all(len(scores.get((q, t + 1), {})) == 2 for t in range(len(turns)))
+    )
+    turns = {q: range(1, len(questions[q]) + 1) for q in qids}
+    strong = np.array([np.mean([scores[(q, t)][STRONG] for t in turns[q]]) for q in qids])
+    weak = np.array([np.mean([scores[(q, t)][WEAK] for t in turns[q]]) for q in qids])
+    return [questions[q][0] for q in qids], strong, weak, qids
+
+
+def mt_bench_per_turn() -> tuple[list[str], Array, Array, list[int]]:
+    """Each (question, turn) an item of its own, read as the router reads a conversation: its last
+    user turn (``ChatCompletionRequest.routing_text``), so a second turn may go to another model."""
+    questions, scores = _mt_bench_turns()
     items = sorted(k for k, v in scores.items() if len(v) == 2)
     # what the router reads of a conversation (ChatCompletionRequest.routing_text): its last user turn
     texts = [questions[qid][turn - 1] for qid, turn in items]
@@ -378,16 +408,23 @@ def evaluate_routerbench(
 def main() -> None:
     out: dict[str, Any] = {"routellm": {}}
     curves: dict[str, Any] = {}
-    sets = {"mt_bench": mt_bench(), "gsm8k": gsm8k(), "mmlu": mmlu()}
+    sets = {
+        "mt_bench": mt_bench(),
+        "gsm8k": gsm8k(),
+        "mmlu": mmlu(),
+        "mt_bench_per_turn": mt_bench_per_turn(),
+    }
+    x = {name: features(texts) for name, (texts, _, _, _) in sets.items()}
+    # what other sets lend: MT-Bench as its (question, turn) items, never a set's own prompts
     pooled = {
-        name: (features(texts), (weak < strong).astype(float))
-        for name, (texts, strong, weak, _) in sets.items()
+        name: (x[name], (sets[name][2] < sets[name][1]).astype(float))
+        for name in ("mt_bench_per_turn", "gsm8k", "mmlu")
     }
     pooled["routerbench_train"] = routerbench_pairs()
     for name, pairs in sets.items():
-        others = [v for k, v in pooled.items() if k != name]  # never the set's own prompts
+        others = [v for k, v in pooled.items() if k.split("_per_")[0] != name.split("_per_")[0]]
         borrowed = (np.vstack([o[0] for o in others]), np.concatenate([o[1] for o in others]))
-        r = routellm_set(name, pairs, pooled[name][0], borrowed)
+        r = routellm_set(name, pairs, x[name], borrowed)
         curves[name] = r.pop("_curve")
         out["routellm"][name] = r
     rb = routerbench()
