@@ -82,13 +82,10 @@ def features(texts: list[str]) -> Array:
 # -- RouteLLM: two models ------------------------------------------------------------------------
 
 
-def _contaminated(name: str) -> list[str]:
+def _contaminated(name: str) -> set[str]:
+    """RouteLLM's contaminated prompts for a set; like RouteLLM, a prompt is dropped on an exact match."""
     path = DATA / "routellm-evals" / f"{name}_contaminated_prompts.jsonl"
-    return [json.loads(line)["eval_prompt"].strip()[:200] for line in path.open() if line.strip()]
-
-
-def _drop(prompts: list[str], bad: list[str]) -> list[bool]:
-    return [not any(p.strip()[:200].startswith(b[:120]) for b in bad) for p in prompts]
+    return {json.loads(line)["eval_prompt"] for line in path.open() if line.strip()}
 
 
 def _mt_bench_turns() -> tuple[dict[int, list[str]], dict[tuple[int, int], dict[str, float]]]:
@@ -112,10 +109,7 @@ def mt_bench() -> tuple[list[str], Array, Array, list[int]]:
     first turn; the routed model answers both turns, scored by the mean of the two judgments. A
     question is dropped when either turn is in RouteLLM's contaminated list."""
     questions, scores = _mt_bench_turns()
-    bad = {
-        json.loads(line)["eval_prompt"]
-        for line in (DATA / "routellm-evals" / "mt_bench_contaminated_prompts.jsonl").open()
-    }
+    bad = _contaminated("mt_bench")
     qids = sorted(
         q
         for q, turns in questions.items()
@@ -131,12 +125,10 @@ def mt_bench_per_turn() -> tuple[list[str], Array, Array, list[int]]:
     """Each (question, turn) an item of its own, read as the router reads a conversation: its last
     user turn (``ChatCompletionRequest.routing_text``), so a second turn may go to another model."""
     questions, scores = _mt_bench_turns()
-    items = sorted(k for k, v in scores.items() if len(v) == 2)
+    bad = _contaminated("mt_bench")
+    items = sorted(k for k, v in scores.items() if len(v) == 2 and not bad & set(questions[k[0]]))
     # what the router reads of a conversation (ChatCompletionRequest.routing_text): its last user turn
     texts = [questions[qid][turn - 1] for qid, turn in items]
-    keep = _drop([questions[qid][0] for qid, _ in items], _contaminated("mt_bench"))
-    items = [i for i, k in zip(items, keep, strict=True) if k]
-    texts = [t for t, k in zip(texts, keep, strict=True) if k]
     strong = np.array([scores[i][STRONG] for i in items])
     weak = np.array([scores[i][WEAK] for i in items])
     return texts, strong, weak, [qid for qid, _ in items]
@@ -144,8 +136,8 @@ def mt_bench_per_turn() -> tuple[list[str], Array, Array, list[int]]:
 
 def gsm8k() -> tuple[list[str], Array, Array, list[int]]:
     rows = list(csv.DictReader((DATA / "routellm-evals" / "gsm8k_responses.csv").open()))
-    keep = _drop([r["prompt"] for r in rows], _contaminated("gsm8k"))
-    rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    bad = _contaminated("gsm8k")
+    rows = [r for r in rows if r["prompt"] not in bad]
     strong = np.array([r[STRONG] == "True" for r in rows], dtype=float)
     weak = np.array([r[WEAK] == "True" for r in rows], dtype=float)
     return [r["prompt"] for r in rows], strong, weak, list(range(len(rows)))
@@ -155,8 +147,8 @@ def mmlu() -> tuple[list[str], Array, Array, list[int]]:
     rows: list[dict[str, str]] = []
     for path in sorted((DATA / "routellm-evals" / "mmlu_responses").glob("*.csv")):
         rows.extend(csv.DictReader(path.open()))
-    keep = _drop([r["prompt"] for r in rows], _contaminated("mmlu"))
-    rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    bad = _contaminated("mmlu")
+    rows = [r for r in rows if r["prompt"] not in bad]
     strong = np.array([r[STRONG] == "True" for r in rows], dtype=float)
     weak = np.array([r[WEAK] == "True" for r in rows], dtype=float)
     return [r["prompt"] for r in rows], strong, weak, list(range(len(rows)))
