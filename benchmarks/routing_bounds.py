@@ -14,7 +14,12 @@ test split itself, so each is a bound that a router trained without it can only 
 - how well a prompt tells, within one task, which questions a model gets wrong: the test ROC-AUC
   of a logistic head per task and model (trained on the train split, the task known: more than the
   router knows) on the router's features (the first 64 tokens' embedding, length, digits) and on
-  the question alone (the prompt's last paragraph, after the few-shot examples).
+  the question alone (the prompt's last paragraph, after the few-shot examples);
+- and how well it would have to: a simulated predictor that knows each task's base rates and mean
+  costs and sees every model's right or wrong answer through Gaussian noise (separation d, ROC-AUC
+  Phi(d / sqrt 2), independent across models: kinder than real errors, which are correlated),
+  routed by the best predicted quality minus a weight x cost; the cost at GPT-4's accuracy on the
+  hull of those settings and the single models, for each d, over five noise draws.
 
 MT-Bench as RouteLLM scores it (the goal: APGR above its 0.802; a question routed on its first
 turn): the APGR of the oracle order, of ordering by each MT-Bench category's mean score gap fitted
@@ -148,6 +153,59 @@ def within_task_auc(
     return out
 
 
+def separation_needed(
+    right: Array,
+    cost: Array,
+    tasks: Any,
+    train_right: Array,
+    train_cost: Array,
+    train_tasks: Any,
+    separations: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    draws: int = 5,
+) -> list[dict[str, Any]]:
+    """For each separation d: the cost (over the strong model's, the column of ``right`` with the
+    best accuracy) at which a noisy oracle's router reaches the best model's accuracy, on the hull
+    of a sweep of cost weights. d = 0 knows only each task's base rates and mean costs, so it sends
+    each task whole to one model (the per-task bound)."""
+    from math import erf
+
+    rate = np.zeros_like(right)
+    mean_cost = np.zeros_like(cost)
+    for task in set(tasks):
+        rate[tasks == task] = np.clip(np.nanmean(train_right[train_tasks == task], axis=0), 1e-3, 1 - 1e-3)
+        mean_cost[tasks == task] = np.nanmean(train_cost[train_tasks == task], axis=0)
+    prior = np.log(rate / (1 - rate))
+    best = int(np.argmax(right.mean(axis=0)))
+    target, best_cost = float(right[:, best].mean()), float(cost[:, best].mean())
+    rows = np.arange(len(right))
+    out = []
+    for d in separations:
+        shares = []
+        for draw in range(draws):
+            seen = right * d + np.random.default_rng(draw).standard_normal(right.shape)
+            predicted = prior + d * seen - d * d / 2  # log-odds of a right answer given what is seen
+            # a router may also send everything to one model
+            points = [(float(cost[:, j].mean()), float(right[:, j].mean())) for j in range(right.shape[1])]
+            for weight in np.geomspace(1e-2, 1e4, 240):
+                chosen = np.argmax(1 / (1 + np.exp(-predicted)) - weight * mean_cost, axis=1)
+                points.append((float(cost[rows, chosen].mean()), float(right[rows, chosen].mean())))
+            hull = pareto_hull(points)
+            hx, hy = np.array([p[0] for p in hull]), np.array([p[1] for p in hull])
+            shares.append(
+                float(np.interp(target, hy, hx)) / best_cost if hy.max() >= target - 1e-12 else None
+            )
+        reached = [v for v in shares if v is not None]
+        out.append(
+            {
+                "separation": d,
+                "roc_auc": round(0.5 * (1 + erf(d / 2)), 3),  # Phi(d / sqrt 2)
+                "cost_share_mean": round(float(np.mean(reached)), 3) if reached else None,
+                "cost_share_by_draw": [None if v is None else round(v, 3) for v in shares],
+            }
+        )
+    return out
+
+
 def routerbench_bounds() -> dict[str, Any]:
     models, train, test = rq.routerbench_rows()
     right = rq.score_matrix(test, models)
@@ -210,6 +268,7 @@ def routerbench_bounds() -> dict[str, Any]:
     q_test = rq.features([question_text(rq._text(r)) for r in test])
     y_train = rq.score_matrix(train, models)
     task_train = np.array([r["eval_name"] for r in train])
+    cost_train = rq.score_matrix(train, models, "|total_cost")
     auc = {
         "router_features": within_task_auc(x_train, y_train, x_test, right, task_train, tasks, models),
         "question_alone": within_task_auc(q_train, y_train, q_test, right, task_train, tasks, models),
@@ -229,6 +288,7 @@ def routerbench_bounds() -> dict[str, Any]:
             features: {task: round(float(np.mean(list(v.values()))), 3) for task, v in by_task.items()}
             for features, by_task in auc.items()
         },
+        "separation_needed": separation_needed(right, cost, tasks, y_train, cost_train, task_train),
         "per_task": per_task,
         "_curves": {
             "models": mix_singles,
@@ -284,12 +344,14 @@ def main() -> None:
     print(json.dumps(out["mt_bench"], indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "routing_bounds.json").write_text(json.dumps(out, indent=2) + "\n")
-    plot(curves, rb["within_task_auc_mean"], RESULTS / "routing_bounds.png")
+    plot(curves, rb["within_task_auc_mean"], rb["separation_needed"], RESULTS / "routing_bounds.png")
 
 
-def plot(curves: dict[str, Any], auc: dict[str, dict[str, float]], path: Path) -> None:
+def plot(
+    curves: dict[str, Any], auc: dict[str, dict[str, float]], needed: list[dict[str, Any]], path: Path
+) -> None:
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(18, 4.2))
     for name in ("models", "with cascades"):
         pts = curves[name]
         left.plot(
@@ -314,6 +376,20 @@ def plot(curves: dict[str, Any], auc: dict[str, dict[str, float]], path: Path) -
     right.set_ylabel("mean test ROC-AUC over models")
     right.set_title("Within a task: does the prompt tell a model's misses?")
     right.legend(fontsize=8)
+    for row in needed:
+        draws = [v for v in row["cost_share_by_draw"] if v is not None]
+        third.scatter([row["roc_auc"]] * len(draws), draws, s=10, color="tab:blue", alpha=0.5)
+    third.plot(
+        [r["roc_auc"] for r in needed],
+        [r["cost_share_mean"] for r in needed],
+        marker="o",
+        label="mean of draws",
+    )
+    third.axhline(0.5, color="tab:red", linestyle=":", label="goal: half GPT-4's cost")
+    third.set_xlabel("ROC-AUC of the simulated predictor, every model, within each task")
+    third.set_ylabel("cost at GPT-4's accuracy / GPT-4's cost")
+    third.set_title("RouterBench: how well a predictor would have to tell misses")
+    third.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -14,6 +14,7 @@ from benchmarks.routing_bounds import (
     cost_on_curve,
     pareto_front,
     question_text,
+    separation_needed,
 )
 
 
@@ -72,3 +73,18 @@ def test_a_mix_takes_the_best_value_segments_first_and_interpolates() -> None:
 def test_the_question_is_the_last_paragraph() -> None:
     assert question_text("Q: 1+1?\nA) 2\nAnswer:\nA\n\nQ: 2+2?\nA) 4\nAnswer:") == "Q: 2+2?\nA) 4\nAnswer:"
     assert question_text("  one paragraph only\n") == "one paragraph only"
+
+
+def test_a_noisy_oracle_needs_separation_to_route_below_the_strong_models_cost() -> None:
+    n = 400
+    cheap_right = (np.arange(n) % 2).astype(float)  # the cheap model is right on half
+    right = np.stack([cheap_right, np.ones(n)], axis=1)  # the strong one always
+    cost = np.tile([1.0, 10.0], (n, 1))
+    tasks = np.array(["t"] * n)
+    got = separation_needed(right, cost, tasks, right, cost, tasks, separations=(0.0, 6.0), draws=2)
+    blind, sharp = got
+    # knowing only base rates, every prompt must go to the strong model to match its accuracy
+    assert blind["roc_auc"] == 0.5 and blind["cost_share_mean"] == 1.0
+    # seeing (nearly) who is right, the cheap model takes its half: (0.5 x 1 + 0.5 x 10) / 10
+    assert sharp["roc_auc"] > 0.99
+    assert sharp["cost_share_mean"] is not None and abs(sharp["cost_share_mean"] - 0.55) < 0.02
