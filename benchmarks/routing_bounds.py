@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from benchmarks import routing_quality as rq
 from benchmarks.report import pyplot
-from predictors.quality import QualityPredictor, pareto_hull
+from predictors.quality import QualityPredictor, cost_at, pareto_hull
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LETTERS = {"arc-challenge": "ABCD", "winogrande": "AB"}  # the tasks whose answers are one letter
@@ -115,14 +115,6 @@ def cheapest_mix(options: dict[str, list[Point]]) -> list[Point]:
     return curve
 
 
-def cost_on_curve(curve: list[Point], target: float) -> float | None:
-    if curve[-1][1] < target - 1e-9:
-        return None
-    xs = np.array([c for c, _ in curve])
-    ys = np.array([r for _, r in curve])
-    return float(np.interp(target, ys, xs))
-
-
 def question_text(prompt: str) -> str:
     """The prompt's last paragraph: the question, after any few-shot examples."""
     return prompt.strip().split("\n\n")[-1]
@@ -189,17 +181,14 @@ def separation_needed(
             for weight in np.geomspace(1e-2, 1e4, 240):
                 chosen = np.argmax(1 / (1 + np.exp(-predicted)) - weight * mean_cost, axis=1)
                 points.append((float(cost[rows, chosen].mean()), float(right[rows, chosen].mean())))
-            hull = pareto_hull(points)
-            hx, hy = np.array([p[0] for p in hull]), np.array([p[1] for p in hull])
-            shares.append(
-                float(np.interp(target, hy, hx)) / best_cost if hy.max() >= target - 1e-12 else None
-            )
-        reached = [v for v in shares if v is not None]
+            reached = cost_at(pareto_hull(points), target)
+            shares.append(None if reached is None else reached / best_cost)
+        reached_shares = [v for v in shares if v is not None]
         out.append(
             {
                 "separation": d,
                 "roc_auc": round(0.5 * (1 + erf(d / 2)), 3),  # Phi(d / sqrt 2)
-                "cost_share_mean": round(float(np.mean(reached)), 3) if reached else None,
+                "cost_share_mean": round(float(np.mean(reached_shares)), 3) if reached_shares else None,
                 "cost_share_by_draw": [None if v is None else round(v, 3) for v in shares],
             }
         )
@@ -278,9 +267,9 @@ def routerbench_bounds() -> dict[str, Any]:
         "n_test": len(test),
         "cost_share_at_gpt4_accuracy": {
             "one_model_per_task": share(cheapest_pick(singles, target)),
-            "models_mixed_per_task": share(cost_on_curve(mix_singles, target)),
+            "models_mixed_per_task": share(cost_at(mix_singles, target)),
             "with_cascades_one_per_task": share(cheapest_pick(with_cascades, target)),
-            "with_cascades_mixed_per_task": share(cost_on_curve(mix_cascades, target)),
+            "with_cascades_mixed_per_task": share(cost_at(mix_cascades, target)),
         },
         "best_cascade_at_gpt4_task_accuracy": best_cascade,
         "within_task_auc": auc,

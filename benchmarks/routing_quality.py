@@ -47,7 +47,14 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.report import pyplot
-from predictors.quality import QualityPredictor, area_under, pareto_hull, route_cheapest, route_utility
+from predictors.quality import (
+    QualityPredictor,
+    area_under,
+    cost_at,
+    pareto_hull,
+    route_cheapest,
+    route_utility,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -363,9 +370,7 @@ def evaluate_routerbench(
     best_model = max(singles, key=lambda m: singles[m][1])
     best_acc, best_cost = singles[best_model][1], singles[best_model][0]
     reaching = [c for c, q in router_points if q >= best_acc]
-    hull_x = np.array([p[0] for p in router_hull])
-    hull_y = np.array([p[1] for p in router_hull])
-    on_hull = [float(np.interp(best_acc, hull_y, hull_x))] if hull_y.max() >= best_acc else []
+    on_hull = cost_at(router_hull, best_acc)
     gpt4 = singles[STRONG]
     kept = [(c, q) for c, q in router_points if q >= 0.9 * gpt4[1]]
     cheapest_kept = min(kept) if kept else None
@@ -376,7 +381,7 @@ def evaluate_routerbench(
         "best_single_accuracy": round(best_acc, 4),
         "best_single_cost_per_query": round(best_cost, 6),
         "router_cost_at_best_single_accuracy": round(min(reaching), 6) if reaching else None,
-        "router_hull_cost_at_best_single_accuracy": round(on_hull[0], 6) if on_hull else None,
+        "router_hull_cost_at_best_single_accuracy": None if on_hull is None else round(on_hull, 6),
         "zero_router_aiq": round(area_under(single_hull, low, high), 4),
         "single_model_aiq": {m: round(area_under([singles[m]], low, high), 4) for m in models},
         "oracle_accuracy": round(float((np.nanmax(y_test, axis=1) > 0).mean()), 4),

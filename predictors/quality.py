@@ -136,6 +136,14 @@ def pareto_hull(points: Sequence[tuple[float, float]]) -> list[tuple[float, floa
     return hull
 
 
+def cost_at(curve: Sequence[tuple[float, float]], quality: float) -> float | None:
+    """The cost at which a (cost, quality) curve rising from cheapest to dearest, such as
+    ``pareto_hull``'s, first reaches ``quality`` (linear between its points); None if it never does."""
+    if not curve or curve[-1][1] < quality - 1e-9:
+        return None
+    return float(np.interp(quality, [q for _, q in curve], [c for c, _ in curve]))
+
+
 def area_under(hull: list[tuple[float, float]], low: float, high: float) -> float:
     """Mean quality over costs [low, high] of the hull's best reachable quality (RouterBench's AIQ):
     below the hull's cheapest point nothing is reachable (quality 0), past its dearest, flat."""

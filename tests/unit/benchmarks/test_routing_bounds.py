@@ -11,11 +11,11 @@ from benchmarks.routing_bounds import (
     cascade,
     cheapest_mix,
     cheapest_pick,
-    cost_on_curve,
     pareto_front,
     question_text,
     separation_needed,
 )
+from predictors.quality import cost_at
 
 
 def test_the_answer_letter_is_read_from_the_stored_response() -> None:
@@ -61,12 +61,12 @@ def test_a_mix_takes_the_best_value_segments_first_and_interpolates() -> None:
     }
     curve = cheapest_mix(options)
     assert curve == [(3.0, 3.0), (4.0, 6.0), (6.0, 10.0), (13.0, 11.0)]
-    assert cost_on_curve(curve, 8.0) == 5.0  # halfway along a's first segment
-    assert cost_on_curve(curve, 12.0) is None  # more than any mix reaches
+    assert cost_at(curve, 8.0) == 5.0  # halfway along a's first segment
+    assert cost_at(curve, 12.0) is None  # more than any mix reaches
     # never dearer than picking whole options
     for target in (6.0, 10.0, 11.0):
         picked = cheapest_pick(options, target)
-        mixed = cost_on_curve(curve, target)
+        mixed = cost_at(curve, target)
         assert picked is not None and mixed is not None and mixed <= picked
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictors.quality import QualityPredictor, area_under, pareto_hull, route_cheapest
+from predictors.quality import QualityPredictor, area_under, cost_at, pareto_hull, route_cheapest
 
 
 def test_predictor_learns_which_prompts_a_model_gets_right() -> None:
@@ -26,6 +26,14 @@ def test_cheapest_model_meeting_the_target_and_the_best_when_none_does() -> None
 def test_hull_drops_dominated_and_concave_points() -> None:
     hull = pareto_hull([(1, 0.5), (2, 0.55), (3, 0.9), (4, 0.85), (10, 0.95)])
     assert hull == [(1, 0.5), (3, 0.9), (10, 0.95)]
+
+
+def test_the_cost_at_a_quality_is_read_off_the_hull_between_its_points() -> None:
+    hull = pareto_hull([(1, 0.5), (3, 0.9), (10, 0.95)])
+    assert cost_at(hull, 0.7) == pytest.approx(2.0)
+    assert cost_at(hull, 0.9) == pytest.approx(3.0)
+    assert cost_at(hull, 0.4) == pytest.approx(1.0)  # the cheapest point already reaches it
+    assert cost_at(hull, 0.96) is None and cost_at([], 0.5) is None
 
 
 def test_area_is_mean_reachable_quality_over_the_cost_range() -> None:
