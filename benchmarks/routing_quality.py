@@ -134,7 +134,6 @@ def mt_bench_per_turn() -> tuple[list[str], Array, Array, list[int]]:
     questions, scores = _mt_bench_turns()
     bad = _contaminated("mt_bench")
     items = sorted(k for k, v in scores.items() if len(v) == 2 and not bad & set(questions[k[0]]))
-    # what the router reads of a conversation (ChatCompletionRequest.routing_text): its last user turn
     texts = [questions[qid][turn - 1] for qid, turn in items]
     strong = np.array([scores[i][STRONG] for i in items])
     weak = np.array([scores[i][WEAK] for i in items])
@@ -329,20 +328,16 @@ def score_matrix(rows: list[dict[str, str]], models: list[str], suffix: str = ""
 
 
 def routerbench() -> dict[str, Any]:
-    models, clean_train, clean_test = routerbench_rows()
-
-    def matrix(rows: list[dict[str, str]], suffix: str = "") -> Array:
-        return score_matrix(rows, models, suffix)
-
-    return evaluate_routerbench(models, clean_train, clean_test, matrix)
+    return evaluate_routerbench(*routerbench_rows())
 
 
 def evaluate_routerbench(
-    models: list[str], clean_train: list[dict[str, str]], clean_test: list[dict[str, str]], matrix: Any
+    models: list[str], clean_train: list[dict[str, str]], clean_test: list[dict[str, str]]
 ) -> dict[str, Any]:
-    y_train, y_test = matrix(clean_train), matrix(clean_test)
-    cost_test = matrix(clean_test, "|total_cost")
-    mean_cost = {m: float(np.nanmean(matrix(clean_train, "|total_cost")[:, j])) for j, m in enumerate(models)}
+    y_train, y_test = score_matrix(clean_train, models), score_matrix(clean_test, models)
+    cost_test = score_matrix(clean_test, models, "|total_cost")
+    cost_train = score_matrix(clean_train, models, "|total_cost")
+    mean_cost = {m: float(np.nanmean(cost_train[:, j])) for j, m in enumerate(models)}
     x_train = features([_text(r) for r in clean_train])
     x_test = features([_text(r) for r in clean_test])
     predictor = QualityPredictor.fit(x_train, {m: y_train[:, j] for j, m in enumerate(models)}, c=0.5)
